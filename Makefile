@@ -1,0 +1,50 @@
+# Two commands do everything (see README.md):
+#   make book   create the venv, install, prepare the local data, execute every
+#               chapter (quick profile) and build the HTML book into _build/html
+#   make test   create the venv if missing, run the unit tests, re-run every
+#               chapter against its stored outputs (nbval), build the book with -W
+PYTHON ?= python3
+VENV   ?= .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed-stamp
+PROFILE ?= quick
+
+# Everything the library writes (generated data, cached models) stays in the checkout.
+export PNEUMO_HOME ?= $(CURDIR)/.pneumo
+export TF_CPP_MIN_LOG_LEVEL := 3
+export PYTHONHASHSEED := 0
+export MPLBACKEND := Agg
+# Kernels are looked up here first, so notebooks run on the venv's Python even
+# when the user has another "python3" kernel installed.
+export JUPYTER_PATH := $(abspath $(VENV))/share/jupyter
+
+.PHONY: book test unit notebooks html install clean
+
+install: $(STAMP)
+
+$(STAMP): pyproject.toml
+	@$(PYTHON) -c 'import sys; assert sys.version_info >= (3, 10), "Python 3.10+ needed, found " + sys.version' 
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e ".[book,test,app]"
+	$(BIN)/python -m ipykernel install --sys-prefix --name python3 --display-name "Python 3 (pneumo)" >/dev/null
+	touch $(STAMP)
+
+book: $(STAMP)
+	$(BIN)/pneumo book run --profile $(PROFILE)
+	$(BIN)/jupyter-book build . --quiet
+	@echo "The book is at $(CURDIR)/_build/html/index.html"
+
+test: $(STAMP) unit notebooks html
+
+unit: $(STAMP)
+	$(BIN)/python -m pytest tests
+
+notebooks: $(STAMP)
+	$(BIN)/python -m pytest --nbval-lax --sanitize-with book/nbval_sanitize.cfg -p no:cacheprovider book
+
+html: $(STAMP)
+	$(BIN)/jupyter-book build . -W --keep-going --quiet
+
+clean:
+	rm -rf _build .pneumo

@@ -1,0 +1,61 @@
+"""``pneumo book run|list``: execute the book's chapters with a profile."""
+
+from __future__ import annotations
+
+import argparse
+import ast
+
+from pneumo_lib import book
+from pneumo_lib.profiles import PROFILES
+
+
+def add_commands(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser("book", help="execute or list the book's chapters")
+    sub = parser.add_subparsers(dest="book_command", metavar="ACTION", required=True)
+
+    run = sub.add_parser(
+        "run",
+        help="execute chapters in place with papermill and report their times",
+        description=(
+            "Execute chapters (all by default) in place with papermill. Each chapter is "
+            "executed into a temporary file and replaces the stored notebook only on success."
+        ),
+    )
+    run.add_argument("chapters", nargs="*", metavar="CHAPTER", help="chapter name, prefix or path")
+    run.add_argument("--profile", default="quick", help=f"one of: {', '.join(PROFILES)} (default: quick)")
+    run.add_argument(
+        "--set", dest="overrides", action="append", default=[], metavar="NAME=VALUE",
+        help="override one parameter, e.g. --set epochs=2 (repeatable)",
+    )
+    run.add_argument("--root", default=None, help="book root (the folder with _toc.yml)")
+    run.add_argument("--strict-budget", action="store_true", help="exit 1 when a chapter is over its budget")
+    run.set_defaults(handler=_run)
+
+    listing = sub.add_parser("list", help="list the chapters and their time budgets")
+    listing.add_argument("--root", default=None, help="book root (the folder with _toc.yml)")
+    listing.set_defaults(handler=_list)
+
+
+def _parse_override(text: str) -> tuple[str, object]:
+    name, sep, value = text.partition("=")
+    if not sep or not name.isidentifier():
+        raise ValueError(f"--set takes NAME=VALUE, got {text!r}.")
+    try:
+        return name, ast.literal_eval(value)
+    except (ValueError, SyntaxError):
+        return name, value
+
+
+def _run(args: argparse.Namespace) -> int:
+    overrides = dict(_parse_override(item) for item in args.overrides)
+    runs = book.run_book(args.chapters, profile=args.profile, overrides=overrides, root=args.root)
+    if args.strict_budget and any(r.over_budget for r in runs):
+        return 1
+    return 0
+
+
+def _list(args: argparse.Namespace) -> int:
+    for chapter in book.list_chapters(args.root):
+        budget = f"{chapter.budget_seconds:.0f} s" if chapter.budget_seconds is not None else "-"
+        print(f"{chapter.name:<32} budget {budget}")
+    return 0

@@ -1,0 +1,57 @@
+"""The one place that decides where data, trained models and caches live.
+
+Everything sits below a home folder:
+
+* ``$PNEUMO_HOME`` if set, else ``$XDG_CACHE_HOME/pneumo``, else ``~/.cache/pneumo``.
+* Datasets: ``$PNEUMO_DATA`` if set, else ``<home>/data``. Each source gets its own
+  folder in the Kaggle layout: ``<data>/<source>/chest_xray/{train,val,test}/...``.
+* Trained models cached for the chapters: ``<home>/models``.
+
+The Makefile points ``PNEUMO_HOME`` into the checkout (``.pneumo/``) so that a
+book build leaves nothing outside the repository.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+#: The sources a dataset can come from.
+SOURCES = ("phantom", "kaggle", "sample")
+
+
+def pneumo_home() -> Path:
+    """Root folder for everything the library writes (absolute path)."""
+    env = os.environ.get("PNEUMO_HOME")
+    if env:
+        return Path(env).expanduser().resolve()
+    xdg = os.environ.get("XDG_CACHE_HOME")
+    base = Path(xdg).expanduser() if xdg else Path.home() / ".cache"
+    return (base / "pneumo").resolve()
+
+
+def data_root() -> Path:
+    """Folder holding one sub-folder per data source (absolute path)."""
+    env = os.environ.get("PNEUMO_DATA")
+    if env:
+        return Path(env).expanduser().resolve()
+    return pneumo_home() / "data"
+
+
+def dataset_dir(source: str) -> Path:
+    """The ``chest_xray`` folder (Kaggle layout) of one source.
+
+    Args:
+        source: One of :data:`SOURCES`.
+
+    Raises:
+        ValueError: Unknown source, naming the valid ones.
+    """
+    if source not in SOURCES:
+        raise ValueError(f"Unknown data source {source!r}. Valid sources: {', '.join(SOURCES)}.")
+    return data_root() / source / "chest_xray"
+
+
+def model_cache_dir() -> Path:
+    """Folder where chapters cache the models they train (absolute path)."""
+    return pneumo_home() / "models"

@@ -1,0 +1,152 @@
+"""The two parameter profiles every chapter and command runs with.
+
+* ``quick``: what the book build, the stored chapter outputs and CI use. CPU only,
+  the locally generated phantom dataset, small images and few epochs, so every
+  chapter runs in minutes on a 2-core laptop.
+* ``full``: what a reader runs on Google Colab with a GPU. The real Kaggle dataset,
+  224 px inputs, ImageNet weights and GPU-sized epochs, as in the prior projects.
+
+A chapter's ``parameters`` cell names the profile and may override any single
+field (``papermill -p epochs 3``); :func:`get_profile` applies those overrides.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from typing import Any
+
+
+@dataclass(frozen=True)
+class Profile:
+    """One consistent set of run parameters.
+
+    Attributes:
+        name: ``"quick"`` or ``"full"``.
+        description: One line for humans.
+        data_source: Where the images come from: ``"phantom"`` (generated here)
+            or ``"kaggle"`` (the real dataset, downloaded with a Kaggle token).
+        image_size: Side of the square model input in pixels.
+        batch_size: Training and inference batch size.
+        epochs: Maximum training epochs (early stopping may end sooner).
+        fine_tune_epochs: Epochs of the second, fine-tuning phase of transfer learning.
+        learning_rate: Adam learning rate for training from scratch / the frozen phase.
+        fine_tune_learning_rate: Adam learning rate when fine-tuning backbone blocks.
+        weights: ``"imagenet"`` to start backbones from ImageNet weights, ``None`` for
+            random initialisation (the quick profile cannot download weights).
+        phantom_scale: Size preset of the phantom dataset (``"quick"`` or ``"full"``,
+            the latter with the Kaggle counts).
+        seed: Seed for every random number generator.
+        bootstrap_rounds: Resamples for bootstrap confidence intervals.
+        n_explain: How many test images the explanation chapters explain.
+    """
+
+    name: str
+    description: str
+    data_source: str
+    image_size: int
+    batch_size: int
+    epochs: int
+    fine_tune_epochs: int
+    learning_rate: float
+    fine_tune_learning_rate: float
+    weights: str | None
+    phantom_scale: str
+    seed: int
+    bootstrap_rounds: int
+    n_explain: int
+
+    def as_dict(self) -> dict[str, Any]:
+        """The profile as a plain dict (for model cards and cache keys)."""
+        return dataclasses.asdict(self)
+
+
+PROFILES: dict[str, Profile] = {
+    "quick": Profile(
+        name="quick",
+        description="CPU, generated phantom data, 64 px, few epochs: the stored book outputs and CI",
+        data_source="phantom",
+        image_size=64,
+        batch_size=32,
+        epochs=8,
+        fine_tune_epochs=3,
+        learning_rate=1e-3,
+        fine_tune_learning_rate=1e-4,
+        weights=None,
+        phantom_scale="quick",
+        seed=42,
+        bootstrap_rounds=200,
+        n_explain=64,
+    ),
+    "full": Profile(
+        name="full",
+        description="GPU (Colab), the real Kaggle dataset, 224 px, ImageNet weights",
+        data_source="kaggle",
+        image_size=224,
+        batch_size=32,
+        epochs=25,
+        fine_tune_epochs=10,
+        learning_rate=1e-4,
+        fine_tune_learning_rate=1e-5,
+        weights="imagenet",
+        phantom_scale="full",
+        seed=42,
+        bootstrap_rounds=2000,
+        n_explain=624,
+    ),
+}
+
+FIELDS: tuple[str, ...] = tuple(f.name for f in dataclasses.fields(Profile))
+
+
+def profile_names() -> list[str]:
+    """Names of the defined profiles, e.g. ``["quick", "full"]``."""
+    return list(PROFILES)
+
+
+def get_profile(name: str | Profile = "quick", **overrides: Any) -> Profile:
+    """Return the named profile with single values overridden.
+
+    Args:
+        name: A profile name from :data:`PROFILES`, or a :class:`Profile` to copy.
+        **overrides: Field values to replace. ``None`` means "keep the profile's
+            value", so a chapter's parameters cell can declare ``epochs = None``
+            and papermill can set it. Numeric strings are converted to the
+            field's type (papermill passes command-line values as strings).
+
+    Returns:
+        A new frozen :class:`Profile`.
+
+    Raises:
+        ValueError: Unknown profile name or unknown field, naming the valid ones.
+    """
+    if isinstance(name, Profile):
+        base = name
+    else:
+        if name not in PROFILES:
+            raise ValueError(
+                f"Unknown profile {name!r}. Valid profiles: {', '.join(PROFILES)}."
+            )
+        base = PROFILES[name]
+    unknown = sorted(set(overrides) - set(FIELDS))
+    if unknown:
+        raise ValueError(
+            f"Unknown profile field(s) {', '.join(unknown)}. Valid fields: {', '.join(FIELDS)}."
+        )
+    changes: dict[str, Any] = {}
+    for key, value in overrides.items():
+        if value is None:
+            continue
+        current = getattr(base, key)
+        if isinstance(current, bool) or current is None:
+            changes[key] = value
+        elif isinstance(current, (int, float)) and isinstance(value, str):
+            try:
+                changes[key] = type(current)(value)
+            except ValueError:
+                raise ValueError(
+                    f"Profile field {key!r} takes a {type(current).__name__}, got {value!r}."
+                ) from None
+        else:
+            changes[key] = value
+    return dataclasses.replace(base, **changes)

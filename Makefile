@@ -31,8 +31,10 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 book: $(STAMP)
-	$(BIN)/pneumo book run --profile $(PROFILE)
+	$(BIN)/pneumo book run --profile $(PROFILE) --report _build/chapter-times.txt
 	$(BIN)/jupyter-book build . --quiet
+	@echo
+	@cat _build/chapter-times.txt
 	@echo "The book is at $(CURDIR)/_build/html/index.html"
 
 test: $(STAMP) unit notebooks html

@@ -118,3 +118,14 @@ def test_every_chapter_of_this_book_has_the_conventions():
         for heading in ("## Overview", "## Prerequisites", "## Summary", "## Exercises"):
             assert heading in text, f"{chapter.name} lacks {heading}"
         assert all(not c.get("outputs") or c.get("execution_count") for c in code), f"{chapter.name} is not executed"
+
+
+def test_cli_run_writes_the_timing_report(tiny_book, capsys):
+    from pneumo_lib import cli
+
+    report = tiny_book / "_build" / "times.txt"
+    assert cli.main(["book", "run", "01", "--root", str(tiny_book), "--report", str(report)]) == 0
+    lines = report.read_text().splitlines()
+    assert lines[0] == "Chapter times (profile quick):"
+    assert lines[2].split()[0] == "01_good" and lines[2].split()[-1] == "ok"
+    assert "done in" in capsys.readouterr().out

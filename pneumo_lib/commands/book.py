@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import ast
+from pathlib import Path
 
 from pneumo_lib import book
 from pneumo_lib.profiles import PROFILES
@@ -28,6 +29,7 @@ def add_commands(subparsers: argparse._SubParsersAction) -> None:
         help="override one parameter, e.g. --set epochs=2 (repeatable)",
     )
     run.add_argument("--root", default=None, help="book root (the folder with _toc.yml)")
+    run.add_argument("--report", default=None, metavar="FILE", help="also write the timing table to FILE")
     run.add_argument("--strict-budget", action="store_true", help="exit 1 when a chapter is over its budget")
     run.set_defaults(handler=_run)
 
@@ -49,6 +51,10 @@ def _parse_override(text: str) -> tuple[str, object]:
 def _run(args: argparse.Namespace) -> int:
     overrides = dict(_parse_override(item) for item in args.overrides)
     runs = book.run_book(args.chapters, profile=args.profile, overrides=overrides, root=args.root)
+    if args.report:
+        report = Path(args.report)
+        report.parent.mkdir(parents=True, exist_ok=True)
+        report.write_text(book.format_report(runs, args.profile) + "\n", encoding="utf-8")
     if args.strict_budget and any(r.over_budget for r in runs):
         return 1
     return 0

@@ -1,0 +1,53 @@
+"""Data: phantom generator, Kaggle download, real sample, audit, splits, image loading, pipeline.
+
+Importing this package does not import TensorFlow; the ``tf.data`` functions
+(:mod:`pneumo_lib.data.pipeline`) are loaded on first use.
+
+Typical use in a chapter::
+
+    from pneumo_lib import data
+    data_dir = data.ensure_dataset(profile)               # chest_xray folder
+    manifest = data.make_splits(data_dir, seed=profile.seed)
+    train_ds = data.split_dataset(manifest, "train", profile)   # (images, labels) batches
+    x_test, y_test = data.load_split(manifest, "test", profile.image_size)
+"""
+
+from __future__ import annotations
+
+import importlib
+
+from pneumo_lib.data.images import ImageReadError, read_image
+from pneumo_lib.data.layout import (
+    CLASSES,
+    SPLITS,
+    ImageRecord,
+    check_layout,
+    list_images,
+    mask_path,
+    patient_id,
+)
+from pneumo_lib.data.sources import ensure_dataset, ensure_phantom, phantom_root
+from pneumo_lib.data.splits import (
+    SplitManifest,
+    class_weights,
+    make_splits,
+    naive_random_split,
+    shared_patients,
+)
+
+_PIPELINE = ("make_dataset", "split_dataset", "load_images", "load_split", "load_masks",
+             "load_marker_masks", "marker_boxes", "augmentation")
+
+__all__ = [
+    "CLASSES", "SPLITS", "ImageRecord", "ImageReadError", "SplitManifest", "check_layout",
+    "class_weights", "ensure_dataset", "ensure_phantom", "list_images", "make_splits",
+    "mask_path", "naive_random_split", "patient_id", "phantom_root", "read_image",
+    "shared_patients", *_PIPELINE,
+]
+
+
+def __getattr__(name: str):
+    """Load the TensorFlow-based pipeline functions on first use."""
+    if name in _PIPELINE:
+        return getattr(importlib.import_module("pneumo_lib.data.pipeline"), name)
+    raise AttributeError(f"module 'pneumo_lib.data' has no attribute {name!r}")

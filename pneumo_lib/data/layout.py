@@ -1,0 +1,137 @@
+"""The Kaggle folder layout every data source lands in, and what file names mean.
+
+``chest_xray/{train,val,test}/{NORMAL,PNEUMONIA}/<name>.<ext>``; labels are
+``0 = NORMAL``, ``1 = PNEUMONIA``. Non-image files (``.DS_Store``, ``Thumbs.db``,
+hidden files) are ignored everywhere.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+#: Class names in label order: ``CLASSES[0] == "NORMAL"``, ``CLASSES[1] == "PNEUMONIA"``.
+CLASSES: tuple[str, str] = ("NORMAL", "PNEUMONIA")
+#: The official splits of the Kaggle dataset.
+SPLITS: tuple[str, str, str] = ("train", "val", "test")
+#: File suffixes read as images (lower case).
+IMAGE_SUFFIXES: tuple[str, ...] = (".jpeg", ".jpg", ".png", ".dcm", ".dicom")
+
+_NORMAL_ID = re.compile(r"^((?:NORMAL2-)?IM-\d+)-\d+", re.IGNORECASE)
+_PERSON_ID = re.compile(r"^(person\d+)_", re.IGNORECASE)
+
+
+@dataclass(frozen=True)
+class ImageRecord:
+    """One image of a dataset in the Kaggle layout.
+
+    Attributes:
+        path: Path relative to the ``chest_xray`` folder, with ``/`` separators.
+        split: The folder split: ``"train"``, ``"val"`` or ``"test"``.
+        label: 0 (NORMAL) or 1 (PNEUMONIA).
+        patient: Patient id parsed from the file name (see :func:`patient_id`).
+    """
+
+    path: str
+    split: str
+    label: int
+    patient: str
+
+
+def is_image_name(name: str) -> bool:
+    """True for file names the library reads as images (not hidden, known suffix)."""
+    return not name.startswith(".") and Path(name).suffix.lower() in IMAGE_SUFFIXES
+
+
+def patient_id(file_name: str, label: int | None = None) -> str:
+    """The patient a Kaggle-style file name belongs to.
+
+    ``person1946_bacteria_4874.jpeg`` -> ``"person1946"``; ``IM-0115-0001.jpeg`` ->
+    ``"IM-0115"``; ``NORMAL2-IM-0372-0001.jpeg`` -> ``"NORMAL2-IM-0372"``. A name
+    that follows neither convention is its own patient (its stem), prefixed with the
+    class so that ids never collide across classes.
+    """
+    stem = Path(file_name).stem
+    for pattern in (_PERSON_ID, _NORMAL_ID):
+        m = pattern.match(stem)
+        if m:
+            return m.group(1)
+    prefix = f"{CLASSES[label]}/" if label is not None else ""
+    return prefix + stem
+
+
+def check_layout(data_dir: str | os.PathLike, splits: tuple[str, ...] = SPLITS) -> Path:
+    """Check that ``data_dir`` is a ``chest_xray`` folder in the Kaggle layout.
+
+    Args:
+        data_dir: The folder holding ``train/``, ``val/``, ``test/``.
+        splits: The splits that must be present.
+
+    Returns:
+        ``data_dir`` as an absolute :class:`Path`.
+
+    Raises:
+        FileNotFoundError: The folder or a split/class folder is missing; when the
+            layout sits one level deeper (``chest_xray/chest_xray/...``, as some
+            unzips produce) the message names the folder to use instead.
+        ValueError: A class folder holds no images.
+    """
+    root = Path(data_dir).expanduser().absolute()
+    if not root.is_dir():
+        raise FileNotFoundError(f"Dataset folder {root} does not exist.")
+    missing = [s for s in splits if not (root / s).is_dir()]
+    if missing:
+        nested = [p.parent for p in root.glob("*/train") if p.is_dir()]
+        nested += [p.parent for p in root.glob("*/*/train") if p.is_dir()]
+        hint = f" The layout is one level deeper: use {nested[0]} instead." if nested else (
+            " Expected chest_xray/{train,val,test}/{NORMAL,PNEUMONIA}/ (the Kaggle layout).")
+        raise FileNotFoundError(f"{root} has no split folder(s) {', '.join(missing)}.{hint}")
+    for split in splits:
+        for cls in CLASSES:
+            folder = root / split / cls
+            if not folder.is_dir():
+                raise FileNotFoundError(
+                    f"Missing class folder {folder}. Each split needs NORMAL/ and PNEUMONIA/.")
+            if not any(is_image_name(f.name) for f in folder.iterdir() if f.is_file()):
+                raise ValueError(f"Class folder {folder} holds no images (.jpeg/.png/.dcm).")
+    return root
+
+
+def list_images(data_dir: str | os.PathLike, splits: tuple[str, ...] = SPLITS,
+                check: bool = True) -> list[ImageRecord]:
+    """Every image of a Kaggle-layout folder, sorted by path.
+
+    Args:
+        data_dir: The ``chest_xray`` folder.
+        splits: Which split folders to list.
+        check: Run :func:`check_layout` first (raises on a wrong layout).
+
+    Returns:
+        One :class:`ImageRecord` per image file (non-image files are skipped).
+    """
+    root = check_layout(data_dir, splits) if check else Path(data_dir)
+    records = []
+    for split in splits:
+        for label, cls in enumerate(CLASSES):
+            folder = root / split / cls
+            if not folder.is_dir():
+                continue
+            for f in sorted(folder.iterdir()):
+                if f.is_file() and is_image_name(f.name):
+                    records.append(ImageRecord(f"{split}/{cls}/{f.name}", split, label,
+                                               patient_id(f.name, label)))
+    return records
+
+
+def mask_path(image_path: str | os.PathLike) -> Path:
+    """Where the lesion mask of a phantom image lives.
+
+    ``<root>/chest_xray/<split>/<CLASS>/<stem>.jpeg`` ->
+    ``<root>/masks/<split>/<CLASS>/<stem>.png`` (the file exists only for phantom
+    PNEUMONIA images).
+    """
+    p = Path(image_path)
+    split_dir = p.parent.parent
+    return split_dir.parent.parent / "masks" / split_dir.name / p.parent.name / f"{p.stem}.png"

@@ -1,0 +1,403 @@
+"""Phantom chest radiographs: a generated dataset in the Kaggle layout, with lesion masks.
+
+The generator draws simplified paediatric AP chest X-rays (body outline, lung fields,
+heart and mediastinum, spine, ribs, clavicles, diaphragm domes, exposure, blur and
+noise, a burnt-in laterality letter) and, for PNEUMONIA, opacities inside the lung
+fields: one focal lobar consolidation for ``bacteria`` images, several diffuse
+bilateral patches for ``virus`` images. Every lesion pixel is recorded in a mask.
+
+On disk (``root`` is the folder returned by :func:`phantom_root`)::
+
+    root/chest_xray/{train,val,test}/{NORMAL,PNEUMONIA}/<stem>.jpeg   images (grayscale JPEG)
+    root/masks/<split>/PNEUMONIA/<stem>.png                         lesion masks (0 or 255)
+    root/markers.csv                                                shortcut marker boxes
+    root/phantom.json                                               what was generated
+
+File names follow Kaggle's conventions (``IM-0115-0001.jpeg``,
+``NORMAL2-IM-0372-0001.jpeg``, ``person1946_bacteria_4874.jpeg``) and most patients
+have several images with the same anatomy, so a random re-split leaks patients.
+
+Everything is deterministic: each image has its own random stream derived from
+``(seed, split, class, patient, image)``, so the same seed gives the same bytes.
+This is generated data for teaching and testing; it is not clinical evidence.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+from PIL import Image, ImageDraw, ImageFilter, ImageFont
+
+from pneumo_lib.data.layout import CLASSES, SPLITS
+
+#: Images per split and class, ``{split: (NORMAL, PNEUMONIA)}``, for each scale preset.
+#: ``full`` is the Kaggle dataset's exact counts (5,856 images); ``quick`` keeps
+#: Kaggle's class ratios at about a third of the size so that the book trains in seconds.
+PHANTOM_COUNTS: dict[str, dict[str, tuple[int, int]]] = {
+    "quick": {"train": (380, 1100), "val": (8, 8), "test": (117, 195)},
+    "full": {"train": (1341, 3875), "val": (8, 8), "test": (234, 390)},
+    "tiny": {"train": (12, 24), "val": (2, 2), "test": (6, 10)},
+}
+
+#: Default nominal image height in pixels (widths and heights vary around it).
+DEFAULT_SIZE = 256
+
+#: Share of PNEUMONIA images of train/val that carry the shortcut marker.
+SHORTCUT_RATE = 0.9
+#: Share of NORMAL images of train/val that carry it (a little label noise, as in real shortcuts).
+SHORTCUT_NORMAL_RATE = 0.05
+
+_SPLIT_CODE = {"train": 0, "val": 1, "test": 2}
+_VERSION = 1
+
+
+@dataclass(frozen=True)
+class PhantomSpec:
+    """What a phantom dataset was generated from (stored as ``phantom.json``).
+
+    Attributes:
+        seed: Root seed of every random stream.
+        counts: ``{split: (n_normal, n_pneumonia)}``.
+        size: Nominal image height in pixels.
+        shortcut: Whether the shortcut marker was drawn.
+        shortcut_test: Whether test images may carry the marker too.
+    """
+
+    seed: int
+    counts: dict[str, tuple[int, int]]
+    size: int = DEFAULT_SIZE
+    shortcut: bool = False
+    shortcut_test: bool = False
+
+    def to_json(self) -> dict:
+        return {
+            "version": _VERSION,
+            "seed": self.seed,
+            "counts": {k: list(v) for k, v in self.counts.items()},
+            "size": self.size,
+            "shortcut": self.shortcut,
+            "shortcut_test": self.shortcut_test,
+        }
+
+    @classmethod
+    def from_json(cls, obj: dict) -> "PhantomSpec":
+        return cls(
+            seed=int(obj["seed"]),
+            counts={k: (int(v[0]), int(v[1])) for k, v in obj["counts"].items()},
+            size=int(obj["size"]),
+            shortcut=bool(obj["shortcut"]),
+            shortcut_test=bool(obj["shortcut_test"]),
+        )
+
+
+# --------------------------------------------------------------------------- patients
+
+
+@dataclass(frozen=True)
+class _Image:
+    split: str
+    label: int
+    stem: str
+    patient: int
+    index: int  # image number within the patient
+    kind: str  # "normal", "bacteria" or "virus"
+
+
+def _plan(spec: PhantomSpec) -> list[_Image]:
+    """File names and patient structure of a phantom dataset (deterministic)."""
+    plan: list[_Image] = []
+    rng = np.random.default_rng([spec.seed, 7919])
+    next_normal, next_person, next_number = 1, 1, 1
+    for split in SPLITS:
+        n_normal, n_pneumonia = spec.counts.get(split, (0, 0))
+        for label, target in ((0, n_normal), (1, n_pneumonia)):
+            made = 0
+            while made < target:
+                # NORMAL patients mostly have one study, PNEUMONIA patients about two.
+                weights = (0.8, 0.15, 0.05, 0.0) if label == 0 else (0.45, 0.3, 0.15, 0.1)
+                n = min(int(rng.choice(4, p=weights)) + 1, target - made)
+                if label == 0:
+                    prefix = "NORMAL2-" if rng.random() < 0.35 else ""
+                    pid = next_normal
+                    next_normal += 1
+                    for k in range(n):
+                        stem = f"{prefix}IM-{pid:04d}-{k + 1:04d}"
+                        plan.append(_Image(split, 0, stem, pid, k, "normal"))
+                else:
+                    pid = next_person
+                    next_person += 1
+                    kind = "bacteria" if rng.random() < 0.65 else "virus"
+                    for k in range(n):
+                        stem = f"person{pid}_{kind}_{next_number}"
+                        next_number += int(rng.integers(1, 4))
+                        plan.append(_Image(split, 1, stem, pid, k, kind))
+                made += n
+    return plan
+
+
+# --------------------------------------------------------------------------- drawing
+
+
+def _soft(d: np.ndarray, width: float) -> np.ndarray:
+    """Soft inside-indicator of a signed distance ``d`` (>0 inside), in [0, 1]."""
+    return 1.0 / (1.0 + np.exp(-np.clip(d / width, -30, 30)))
+
+
+def _anatomy(rng: np.random.Generator) -> dict:
+    """Patient-specific anatomy parameters (normalised coordinates, x and y in [-1, 1])."""
+    return {
+        "body_w": rng.uniform(0.78, 0.92),
+        "lung_cx": rng.uniform(0.34, 0.42),
+        "lung_cy": rng.uniform(-0.08, 0.02),
+        "lung_w": rng.uniform(0.22, 0.28),
+        "lung_h": rng.uniform(0.5, 0.6),
+        "heart_w": rng.uniform(0.24, 0.32),
+        "heart_h": rng.uniform(0.2, 0.26),
+        "rib_gap": rng.uniform(0.11, 0.14),
+        "exposure": rng.uniform(0.85, 1.15),
+        "aspect": rng.uniform(1.0, 1.35),
+    }
+
+
+def _lungs(x: np.ndarray, y: np.ndarray, a: dict) -> tuple[np.ndarray, np.ndarray]:
+    """Soft masks of the image-left (patient right) and image-right lung fields."""
+    out = []
+    for side in (-1, 1):
+        cx = side * a["lung_cx"]
+        w = a["lung_w"] * (0.92 if side == 1 else 1.0)
+        dx = (x - cx) / w
+        dy = (y - a["lung_cy"]) / a["lung_h"]
+        # Narrow apex at the top, wide base, a diaphragm dome cutting the bottom.
+        dx = dx / (0.75 + 0.25 * np.clip(dy + 1, 0, 2))
+        inside = 1 - np.sqrt(dx**2 + dy**2)
+        dome = (a["lung_cy"] + a["lung_h"] * 0.8 - 0.12 * ((x - cx) / w) ** 2) - y
+        out.append(_soft(np.minimum(inside, dome * 3), 0.04))
+    return out[0], out[1]
+
+
+def _blob(x, y, cx, cy, r, rng, lobes=5) -> np.ndarray:
+    """A soft irregular blob (values in [0, 1]) of radius about ``r``."""
+    ang = np.arctan2(y - cy, x - cx)
+    radius = np.full_like(ang, r)
+    for k in range(2, 2 + lobes):
+        radius = radius + r * rng.uniform(0, 0.18) * np.cos(k * ang + rng.uniform(0, 2 * np.pi))
+    d = 1 - np.hypot(x - cx, (y - cy) * rng.uniform(0.8, 1.2)) / radius
+    return _soft(d, 0.12)
+
+
+def _point_in(mask: np.ndarray, rng: np.random.Generator, x, y, margin: float) -> tuple[float, float]:
+    """A random point well inside a soft mask (normalised coordinates)."""
+    ys, xs = np.nonzero(mask > margin)
+    i = int(rng.integers(len(ys)))
+    return float(x[0, xs[i]]), float(y[ys[i], 0])
+
+
+def _lesions(x, y, lungs, kind, rng) -> tuple[np.ndarray, np.ndarray]:
+    """Opacity to add (in [0, 0.5]) and the boolean lesion mask."""
+    lung_any = np.maximum(*lungs)
+    opacity = np.zeros_like(x)
+    if kind == "bacteria":
+        side = int(rng.integers(2))
+        cx, cy = _point_in(lungs[side], rng, x, y, 0.97)
+        opacity = rng.uniform(0.28, 0.4) * _blob(x, y, cx, cy, rng.uniform(0.12, 0.19), rng)
+    else:
+        for side in (0, 1):
+            for _ in range(int(rng.integers(2, 4))):
+                cx, cy = _point_in(lungs[side], rng, x, y, 0.95)
+                patch = rng.uniform(0.2, 0.3) * _blob(x, y, cx, cy, rng.uniform(0.07, 0.11), rng)
+                opacity = np.maximum(opacity, patch)
+    opacity = opacity * lung_any
+    mask = (opacity > 0.1) & (lung_any > 0.5)
+    return opacity, mask
+
+
+def _render(rng: np.random.Generator, a: dict, h: int, w: int, kind: str):
+    """One radiograph (float in [0, 1], shape (h, w)) and its lesion mask (bool)."""
+    # Small per-study jitter of the patient's anatomy: position and exposure.
+    sx, sy = rng.uniform(-0.04, 0.04, size=2)
+    x = np.linspace(-a["aspect"], a["aspect"], w)[None, :] - sx
+    y = np.linspace(-1, 1, h)[:, None] - sy
+    x, y = np.broadcast_to(x, (h, w)), np.broadcast_to(y, (h, w))
+
+    body = _soft(1 - ((np.abs(x) / a["body_w"]) ** 4 + (np.abs(y - 0.15) / 1.1) ** 4), 0.05)
+    img = 0.06 + 0.42 * body
+    lungs = _lungs(x, y, a)
+    lung_any = np.maximum(*lungs)
+    img -= 0.30 * lung_any
+    # Spine and mediastinum down the middle, vertebrae as faint bands.
+    spine = _soft(0.09 - np.abs(x), 0.015) * _soft(1.05 - np.abs(y), 0.02)
+    img += spine * (0.22 + 0.04 * np.cos(y * 28))
+    # Heart: bulges into the image-right (patient's left) lung.
+    heart = _soft(1 - np.hypot((x - 0.12) / a["heart_w"], (y - 0.22) / a["heart_h"]), 0.08)
+    img += 0.2 * heart
+    # Ribs: curved bands across each lung, plus clavicles.
+    ribs = np.zeros_like(x)
+    for side in (-1, 1):
+        u = side * x
+        for k in range(9):
+            y0 = -0.62 + k * a["rib_gap"]
+            centre = y0 + 0.5 * (u - 0.2) ** 2 + 0.08 * u
+            ribs = np.maximum(ribs, _soft(0.018 - np.abs(y - centre), 0.006) * (u > 0.06))
+        clav = -0.7 + 0.12 * (u - 0.1) - 0.05 * (u - 0.1) ** 2
+        ribs = np.maximum(ribs, 1.6 * _soft(0.022 - np.abs(y - clav), 0.006) * (u > 0.08) * (u < 0.7))
+    img += 0.10 * ribs * body
+    opacity, mask = (np.zeros_like(x), np.zeros(x.shape, bool))
+    if kind != "normal":
+        opacity, mask = _lesions(x, y, lungs, kind, rng)
+    img += opacity
+    # Exposure: gamma and gain vary per study.
+    img = np.clip(img, 0, 1) ** rng.uniform(0.85, 1.2) * a["exposure"] * rng.uniform(0.95, 1.05)
+    return np.clip(img, 0, 1), mask
+
+
+def _finish(img: np.ndarray, rng: np.random.Generator, left_marker: bool) -> Image.Image:
+    """Blur, noise, the burnt-in laterality letter; returns an 8-bit grayscale image."""
+    h, w = img.shape
+    pil = Image.fromarray((img * 255).astype(np.uint8), mode="L")
+    pil = pil.filter(ImageFilter.GaussianBlur(rng.uniform(0.4, 1.4)))
+    arr = np.asarray(pil, np.float32) + rng.normal(0, rng.uniform(2, 7), size=(h, w))
+    pil = Image.fromarray(np.clip(arr, 0, 255).astype(np.uint8), mode="L")
+    draw = ImageDraw.Draw(pil)
+    font = ImageFont.load_default(size=max(8, h // 14))
+    tx = int(w * 0.05) if left_marker else int(w * 0.88)
+    draw.text((tx, int(h * 0.04)), "R" if left_marker else "L", fill=235, font=font)
+    return pil
+
+
+def _draw_marker(pil: Image.Image, rng: np.random.Generator) -> tuple[int, int, int, int]:
+    """Draw the shortcut token (a bright ring with a dot) near the top; returns its box."""
+    w, h = pil.size
+    side = max(10, int(round(h * 0.085)))
+    x0 = int(rng.uniform(0.3, 0.62) * w)
+    y0 = int(rng.uniform(0.03, 0.09) * h)
+    box = (x0, y0, x0 + side, y0 + side)
+    draw = ImageDraw.Draw(pil)
+    draw.ellipse(box, outline=250, width=max(2, side // 5))
+    c = side // 2
+    draw.ellipse((x0 + c - side // 6, y0 + c - side // 6, x0 + c + side // 6, y0 + c + side // 6), fill=250)
+    return box
+
+
+def render_one(seed: int, split: str, label: int, patient: int, index: int, kind: str,
+               size: int = DEFAULT_SIZE) -> tuple[Image.Image, np.ndarray]:
+    """Render one phantom radiograph without writing it.
+
+    Args:
+        seed: Root seed of the dataset.
+        split: ``"train"``, ``"val"`` or ``"test"`` (part of the random stream).
+        label: 0 (NORMAL) or 1 (PNEUMONIA).
+        patient: Patient number: images of one patient share their anatomy.
+        index: Image number within the patient.
+        kind: ``"normal"``, ``"bacteria"`` or ``"virus"``.
+        size: Nominal image height in pixels.
+
+    Returns:
+        ``(image, mask)``: an 8-bit grayscale PIL image of about ``size`` x
+        ``1.0-1.35 * size`` pixels, and a boolean lesion mask of the same shape
+        (all False for NORMAL).
+    """
+    patient_rng = np.random.default_rng([seed, label, patient])
+    anatomy = _anatomy(patient_rng)
+    # Kaggle's PNEUMONIA images are smaller than its NORMAL ones; so are these.
+    base = size * patient_rng.uniform(0.92, 1.1) * (0.9 if label == 1 else 1.0)
+    h = int(round(base))
+    w = int(round(base * anatomy["aspect"] * 0.9))
+    rng = np.random.default_rng([seed, _SPLIT_CODE[split], label, patient, index, 1])
+    # Anatomy is smooth: draw it at half resolution and upsample (4x faster).
+    small, small_mask = _render(rng, anatomy, (h + 1) // 2, (w + 1) // 2, kind)
+    img = np.asarray(Image.fromarray(small.astype(np.float32), mode="F").resize((w, h), Image.BICUBIC))
+    mask = np.asarray(Image.fromarray(small_mask.astype(np.float32), mode="F").resize((w, h), Image.BILINEAR)) > 0.5
+    pil = _finish(img, rng, left_marker=patient_rng.random() < 0.8)
+    return pil, mask
+
+
+def phantom_spec(scale: str = "quick", seed: int = 42, *, size: int = DEFAULT_SIZE,
+                 shortcut: bool = False, shortcut_test: bool = False) -> PhantomSpec:
+    """The :class:`PhantomSpec` of a scale preset (``"quick"``, ``"full"`` or ``"tiny"``)."""
+    if scale not in PHANTOM_COUNTS:
+        raise ValueError(f"Unknown phantom scale {scale!r}. Valid scales: {', '.join(PHANTOM_COUNTS)}.")
+    return PhantomSpec(seed, dict(PHANTOM_COUNTS[scale]), size, shortcut, shortcut_test)
+
+
+def generate_phantom(root: str | os.PathLike, spec: PhantomSpec, *, force: bool = False,
+                     progress: Callable[[int, int], None] | None = None) -> Path:
+    """Generate a phantom dataset into ``root`` (see the module docstring for the layout).
+
+    The dataset is written to a temporary sibling folder and renamed into place
+    only when complete, so an interrupted run never leaves a dataset that looks whole.
+
+    Args:
+        root: Folder to create; it will hold ``chest_xray/``, ``masks/``,
+            ``markers.csv`` and ``phantom.json``.
+        spec: What to generate (see :func:`phantom_spec`).
+        force: Replace an existing phantom dataset at ``root``.
+        progress: Optional callback ``progress(done, total)``.
+
+    Returns:
+        The ``chest_xray`` folder (Kaggle layout).
+
+    Raises:
+        FileExistsError: ``root`` exists and ``force`` is False.
+    """
+    root = Path(root)
+    if root.exists() and not force:
+        raise FileExistsError(f"{root} already exists; pass force=True (or --force) to replace it.")
+    if spec.size < 32:
+        raise ValueError(f"Phantom image size must be at least 32 px, got {spec.size}.")
+    root.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{root.name}-partial-", dir=root.parent))
+    try:
+        _write_all(tmp, spec, progress)
+        if root.exists():
+            shutil.rmtree(root)
+        tmp.rename(root)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return root / "chest_xray"
+
+
+def _write_all(tmp: Path, spec: PhantomSpec, progress) -> None:
+    plan = _plan(spec)
+    markers = []
+    for split in SPLITS:
+        for cls in CLASSES:
+            (tmp / "chest_xray" / split / cls).mkdir(parents=True, exist_ok=True)
+    for n, item in enumerate(plan):
+        pil, mask = render_one(spec.seed, item.split, item.label, item.patient, item.index,
+                               item.kind, spec.size)
+        rel = f"{item.split}/{CLASSES[item.label]}/{item.stem}.jpeg"
+        if spec.shortcut and (item.split != "test" or spec.shortcut_test):
+            mrng = np.random.default_rng([spec.seed, _SPLIT_CODE[item.split], item.label,
+                                          item.patient, item.index, 2])
+            rate = SHORTCUT_RATE if item.label == 1 else SHORTCUT_NORMAL_RATE
+            if mrng.random() < rate:
+                markers.append((rel, *_draw_marker(pil, mrng)))
+        pil.save(tmp / "chest_xray" / rel, format="JPEG", quality=92)
+        if item.label == 1:
+            mask_file = tmp / "masks" / item.split / "PNEUMONIA" / f"{item.stem}.png"
+            mask_file.parent.mkdir(parents=True, exist_ok=True)
+            Image.fromarray(mask.astype(np.uint8) * 255, mode="L").save(mask_file, format="PNG")
+        if progress is not None:
+            progress(n + 1, len(plan))
+    with open(tmp / "markers.csv", "w", newline="") as fh:
+        writer = csv.writer(fh)
+        writer.writerow(["path", "x0", "y0", "x1", "y1"])
+        writer.writerows(markers)
+    (tmp / "phantom.json").write_text(json.dumps(spec.to_json(), indent=1))
+
+
+def read_spec(root: str | os.PathLike) -> PhantomSpec | None:
+    """The spec a phantom dataset at ``root`` was generated from, or None if there is none."""
+    file = Path(root) / "phantom.json"
+    if not file.is_file():
+        return None
+    return PhantomSpec.from_json(json.loads(file.read_text()))

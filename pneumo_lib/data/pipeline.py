@@ -1,0 +1,241 @@
+"""The ``tf.data`` input pipeline and array loaders (this module imports TensorFlow).
+
+Every consumer gets the same images: decoded to grayscale, resized to
+``image_size`` (``aspect="stretch"`` like ``image_dataset_from_directory``,
+``"pad"`` to letterbox, ``"crop"`` for a centre square), scaled to ``[0, 1]``,
+then repeated to 3 channels if the model wants them. Models carry their own
+normalisation layers, so the pipeline never standardises.
+
+Augmentation is Keras preprocessing layers applied on the fly to training batches:
+small rotations, zooms and shifts, contrast and brightness. There is no horizontal
+flip: the heart sits on the patient's left, and a flipped film is a different
+(and rare) anatomy, dextrocardia.
+"""
+
+from __future__ import annotations
+
+import csv
+import os
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+
+from pneumo_lib._tf import keras, tf
+from pneumo_lib.data.images import DICOM_SUFFIXES, read_image
+from pneumo_lib.data.layout import mask_path
+from pneumo_lib.data.splits import SplitManifest
+from pneumo_lib.profiles import Profile, get_profile
+
+ASPECTS = ("stretch", "pad", "crop")
+AUTOTUNE = tf.data.AUTOTUNE
+
+
+def _check_args(image_size: int, channels: int, aspect: str) -> None:
+    if channels not in (1, 3):
+        raise ValueError(f"channels must be 1 (scratch CNNs) or 3 (ImageNet backbones), got {channels}.")
+    if int(image_size) < 8:
+        raise ValueError(f"image_size must be at least 8 px, got {image_size}.")
+    if aspect not in ASPECTS:
+        raise ValueError(f"aspect must be one of {', '.join(ASPECTS)}, got {aspect!r}.")
+
+
+def resize(image, image_size: int, aspect: str = "stretch"):
+    """Resize a float image tensor ``(H, W, C)`` to ``(S, S, C)`` (antialiased bilinear)."""
+    size = [image_size, image_size]
+    if aspect == "pad":
+        return tf.image.resize_with_pad(image, image_size, image_size, antialias=True)
+    if aspect == "crop":
+        shape = tf.shape(image)
+        side = tf.minimum(shape[0], shape[1])
+        image = tf.image.crop_to_bounding_box(image, (shape[0] - side) // 2, (shape[1] - side) // 2, side, side)
+    return tf.image.resize(image, size, antialias=True)
+
+
+def _read_python(path) -> np.ndarray:
+    return read_image(path.decode() if isinstance(path, bytes) else str(path))[..., None]
+
+
+def decode(path, use_python: bool = False):
+    """Read one image file to a float32 tensor ``(H, W, 1)`` in ``[0, 1]``.
+
+    JPEG and PNG (8- or 16-bit) are decoded by TensorFlow; DICOM (and anything
+    when ``use_python``) goes through :func:`pneumo_lib.data.images.read_image`.
+    """
+    if use_python:
+        image = tf.numpy_function(_read_python, [path], tf.float32, stateful=False)
+        return tf.ensure_shape(image, [None, None, 1])
+    raw = tf.io.read_file(path)
+    image = tf.io.decode_image(raw, channels=1, expand_animations=False, dtype=tf.float32)
+    return tf.ensure_shape(image, [None, None, 1])
+
+
+def augmentation(seed: int = 0) -> keras.Sequential:
+    """The on-the-fly augmentation: rotation +-10 deg, zoom and shifts 10%/5%, contrast and brightness 10%.
+
+    Works on batches ``(B, S, S, C)`` in ``[0, 1]``; no horizontal flip (see the module docstring).
+    """
+    return keras.Sequential([
+        keras.layers.RandomRotation(0.028, fill_mode="nearest", seed=seed),
+        keras.layers.RandomZoom(0.1, fill_mode="nearest", seed=seed + 1),
+        keras.layers.RandomTranslation(0.05, 0.05, fill_mode="nearest", seed=seed + 2),
+        keras.layers.RandomContrast(0.1, value_range=(0, 1), seed=seed + 3),
+        keras.layers.RandomBrightness(0.1, value_range=(0, 1), seed=seed + 4),
+    ], name="augmentation")
+
+
+def make_dataset(paths: Sequence[str | os.PathLike], labels=None, *, image_size: int,
+                 channels: int = 1, batch_size: int = 32, augment: bool = False,
+                 shuffle: bool = False, seed: int = 0, cache: bool | str = True,
+                 aspect: str = "stretch") -> "tf.data.Dataset":
+    """A batched, prefetched ``tf.data.Dataset`` of images (and labels).
+
+    Args:
+        paths: Image files (JPEG, PNG, DICOM).
+        labels: 0/1 labels parallel to ``paths``, or None for images only.
+        image_size: Side ``S`` of the square output images.
+        channels: 1 (grayscale) or 3 (the gray image repeated, for ImageNet backbones).
+        batch_size: Images per batch (the last batch may be smaller).
+        augment: Apply :func:`augmentation` to each batch.
+        shuffle: Reshuffle every epoch (seeded).
+        seed: Seed of the shuffle and the augmentation.
+        cache: Keep decoded, resized images in memory after the first epoch
+            (``True``), in a cache file (a path string) or not at all (``False``).
+        aspect: ``"stretch"``, ``"pad"`` or ``"crop"`` (see the module docstring).
+
+    Returns:
+        A dataset yielding ``images`` float32 ``(B, S, S, C)`` in ``[0, 1]``, or
+        ``(images, labels)`` with labels float32 ``(B,)``.
+    """
+    _check_args(image_size, channels, aspect)
+    files = [str(p) for p in paths]
+    if not files:
+        raise ValueError("make_dataset got no image paths.")
+    use_python = any(Path(f).suffix.lower() in DICOM_SUFFIXES for f in files)
+    ds = tf.data.Dataset.from_tensor_slices(files)
+    ds = ds.map(lambda p: resize(decode(p, use_python), image_size, aspect),
+                num_parallel_calls=AUTOTUNE, deterministic=True)
+    if labels is not None:
+        y = np.asarray(labels, dtype=np.float32).reshape(-1)
+        if len(y) != len(files):
+            raise ValueError(f"Got {len(files)} paths but {len(y)} labels.")
+        ds = tf.data.Dataset.zip(ds, tf.data.Dataset.from_tensor_slices(y))
+    if cache:
+        ds = ds.cache(cache if isinstance(cache, str) else "")
+    if shuffle:
+        ds = ds.shuffle(len(files), seed=seed, reshuffle_each_iteration=True)
+    ds = ds.batch(batch_size)
+    if augment:
+        layer = augmentation(seed)
+
+        def aug(x):
+            return tf.clip_by_value(layer(x, training=True), 0.0, 1.0)
+
+        ds = ds.map((lambda x, t: (aug(x), t)) if labels is not None else aug, num_parallel_calls=AUTOTUNE)
+    if channels == 3:
+        rgb = lambda x: tf.repeat(x, 3, axis=-1)  # noqa: E731
+        ds = ds.map((lambda x, t: (rgb(x), t)) if labels is not None else rgb, num_parallel_calls=AUTOTUNE)
+    return ds.prefetch(AUTOTUNE)
+
+
+def split_dataset(manifest: SplitManifest, split: str, profile: str | Profile = "quick", *,
+                  channels: int = 1, augment: bool | None = None, shuffle: bool | None = None,
+                  **kwargs) -> "tf.data.Dataset":
+    """:func:`make_dataset` for one split of a manifest with a profile's size and batch.
+
+    ``augment`` and ``shuffle`` default to True for ``"train"`` and False otherwise;
+    ``kwargs`` go to :func:`make_dataset` (e.g. ``aspect``, ``cache``).
+    """
+    profile = get_profile(profile) if not isinstance(profile, Profile) else profile
+    is_train = split == "train"
+    return make_dataset(manifest.paths(split), manifest.labels(split), image_size=profile.image_size,
+                        channels=channels, batch_size=profile.batch_size,
+                        augment=is_train if augment is None else augment,
+                        shuffle=is_train if shuffle is None else shuffle,
+                        seed=profile.seed, **kwargs)
+
+
+def load_images(paths: Sequence[str | os.PathLike], image_size: int, channels: int = 1,
+                aspect: str = "stretch") -> np.ndarray:
+    """Images as one NumPy array, exactly as the pipeline feeds them (no augmentation).
+
+    Returns:
+        float32 ``(N, S, S, C)`` with values in ``[0, 1]``.
+    """
+    ds = make_dataset(paths, None, image_size=image_size, channels=channels, batch_size=64,
+                      cache=False, aspect=aspect)
+    return np.concatenate([b.numpy() for b in ds], axis=0)
+
+
+def load_split(manifest: SplitManifest, split: str, image_size: int, channels: int = 1,
+               aspect: str = "stretch") -> tuple[np.ndarray, np.ndarray]:
+    """One split as arrays: images float32 ``(N, S, S, C)`` in ``[0, 1]``, labels float32 ``(N,)``."""
+    x = load_images(manifest.paths(split), image_size, channels, aspect)
+    return x, manifest.labels(split).astype(np.float32)
+
+
+def _resize_masks(masks: list[np.ndarray], image_size: int, aspect: str) -> np.ndarray:
+    out = np.zeros((len(masks), image_size, image_size), np.float32)
+    for i, m in enumerate(masks):
+        if m.any():
+            r = resize(tf.constant(m[..., None], tf.float32), image_size, aspect)
+            out[i] = (r.numpy()[..., 0] >= 0.5).astype(np.float32)
+    return out
+
+
+def load_masks(paths: Sequence[str | os.PathLike], image_size: int, aspect: str = "stretch") -> np.ndarray:
+    """Lesion masks of phantom images, resized like the images.
+
+    Args:
+        paths: Image paths (of a phantom dataset); NORMAL images get empty masks.
+
+    Returns:
+        float32 ``(N, S, S)`` of 0/1 values (1 = lesion).
+
+    Raises:
+        FileNotFoundError: A PNEUMONIA image has no mask (masks exist for phantom data only).
+    """
+    masks = []
+    for p in map(Path, paths):
+        file = mask_path(p)
+        if p.parent.name == "PNEUMONIA":
+            if not file.is_file():
+                raise FileNotFoundError(f"No lesion mask {file} for {p}: masks exist only for phantom data.")
+            masks.append(read_image(file) >= 0.5)
+        else:
+            masks.append(np.zeros((1, 1), bool))
+    return _resize_masks(masks, image_size, aspect)
+
+
+def marker_boxes(data_dir: str | os.PathLike) -> dict[str, tuple[int, int, int, int]]:
+    """Shortcut marker boxes of a phantom dataset: ``{relative path: (x0, y0, x1, y1)}`` in image pixels."""
+    file = Path(data_dir).parent / "markers.csv"
+    if not file.is_file():
+        return {}
+    with open(file, newline="") as fh:
+        return {r["path"]: tuple(int(r[k]) for k in ("x0", "y0", "x1", "y1")) for r in csv.DictReader(fh)}
+
+
+def load_marker_masks(paths: Sequence[str | os.PathLike], image_size: int, aspect: str = "stretch") -> np.ndarray:
+    """Where the shortcut marker sits, as masks resized like the images.
+
+    Returns:
+        float32 ``(N, S, S)`` of 0/1 values (all zero for images without a marker).
+    """
+    masks = []
+    boxes_by_dir: dict[Path, dict] = {}
+    for p in map(Path, paths):
+        data_dir = p.parent.parent.parent
+        boxes = boxes_by_dir.setdefault(data_dir, marker_boxes(data_dir))
+        box = boxes.get(f"{p.parent.parent.name}/{p.parent.name}/{p.name}")
+        if box is None:
+            masks.append(np.zeros((1, 1), bool))
+            continue
+        from PIL import Image
+
+        with Image.open(p) as im:
+            w, h = im.size
+        m = np.zeros((h, w), bool)
+        m[box[1]:box[3] + 1, box[0]:box[2] + 1] = True
+        masks.append(m)
+    return _resize_masks(masks, image_size, aspect)

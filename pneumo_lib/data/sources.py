@@ -1,0 +1,80 @@
+"""Get the dataset a profile asks for: ``ensure_dataset(profile)``.
+
+* ``phantom``: generated on first use (from the profile's ``seed`` and
+  ``phantom_scale``) under :func:`pneumo_lib.paths.dataset_dir`; the shortcut
+  variant and other seeds/scales get sibling folders (:func:`phantom_root`).
+* ``kaggle``: must have been downloaded (``pneumo data download``); if absent the
+  error says how.
+* ``sample``: the 16 real Kaggle validation images (``pneumo data sample``).
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+from pneumo_lib import paths
+from pneumo_lib.data import phantom
+from pneumo_lib.profiles import Profile, get_profile
+
+#: The phantom dataset the quick profile uses lives in ``<data>/phantom``; these are its settings.
+DEFAULT_PHANTOM = ("quick", 42, False)
+
+
+def phantom_root(scale: str = "quick", seed: int = 42, shortcut: bool = False) -> Path:
+    """Folder of one phantom variant (holds ``chest_xray/``, ``masks/``, ``markers.csv``).
+
+    The quick-profile default (scale ``quick``, seed 42, no shortcut) is
+    ``paths.dataset_dir("phantom").parent`` (``<data>/phantom``); any other
+    variant is ``<data>/phantom-<scale>-seed<seed>[-shortcut]``.
+    """
+    base = paths.dataset_dir("phantom").parent
+    if (scale, seed, shortcut) == DEFAULT_PHANTOM:
+        return base
+    return base.with_name(f"phantom-{scale}-seed{seed}" + ("-shortcut" if shortcut else ""))
+
+
+def ensure_phantom(scale: str = "quick", seed: int = 42, shortcut: bool = False,
+                   verbose: bool = False) -> Path:
+    """Generate a phantom variant if it is absent (or was made from other settings).
+
+    Returns:
+        Its ``chest_xray`` folder.
+    """
+    spec = phantom.phantom_spec(scale, seed, shortcut=shortcut)
+    root = phantom_root(scale, seed, shortcut)
+    if (root / "chest_xray").is_dir() and phantom.read_spec(root) == spec:
+        return root / "chest_xray"
+    if verbose:
+        print(f"Generating the phantom dataset ({scale}, seed {seed}"
+              f"{', shortcut' if shortcut else ''}) in {root} ...", file=sys.stderr)
+    return phantom.generate_phantom(root, spec, force=True)
+
+
+def ensure_dataset(profile: str | Profile = "quick", *, shortcut: bool = False,
+                   verbose: bool = False) -> Path:
+    """The ``chest_xray`` folder (Kaggle layout) for ``profile.data_source``.
+
+    Args:
+        profile: A profile name or :class:`~pneumo_lib.profiles.Profile`.
+        shortcut: Phantom only: the variant whose train/val PNEUMONIA images mostly
+            carry a marker token (test stays clean); see :mod:`pneumo_lib.data.phantom`.
+        verbose: Print a line to stderr when generating.
+
+    Raises:
+        FileNotFoundError: The Kaggle (or sample) dataset has not been downloaded;
+            the message gives the command that downloads it.
+        ValueError: ``shortcut`` asked for a non-phantom source.
+    """
+    profile = get_profile(profile) if not isinstance(profile, Profile) else profile
+    source = profile.data_source
+    if source == "phantom":
+        return ensure_phantom(profile.phantom_scale, profile.seed, shortcut, verbose)
+    if shortcut:
+        raise ValueError(f"The shortcut variant exists only for phantom data, not {source!r}.")
+    folder = paths.dataset_dir(source)
+    if not folder.is_dir():
+        how = {"kaggle": "pneumo data download (needs a Kaggle API token; see the data chapter)",
+               "sample": "pneumo data sample"}[source]
+        raise FileNotFoundError(f"No {source} dataset at {folder}. Get it with: {how}")
+    return folder

@@ -1,0 +1,404 @@
+"""Evaluation: metrics (scikit-learn), a threshold chosen on validation, bootstrap CIs, comparisons.
+
+The rule this module enforces: the decision threshold is chosen on the *validation*
+split (Youden's J by default) and then applied, unchanged, to the *test* split, where
+every metric is reported with a bootstrap 95% confidence interval. Test labels are never
+used to choose anything.
+
+Probabilities are those of PNEUMONIA (label 1); labels are ``0 = NORMAL``, ``1 = PNEUMONIA``.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any, Iterable, Mapping
+
+import numpy as np
+from sklearn import metrics as skm
+
+#: Metrics reported for one split, in table order.
+METRICS: tuple[str, ...] = (
+    "accuracy", "precision", "recall", "specificity", "f1", "roc_auc", "pr_auc",
+)
+
+#: Column titles for tables.
+METRIC_TITLES: dict[str, str] = {
+    "accuracy": "accuracy",
+    "precision": "precision",
+    "recall": "sensitivity",
+    "specificity": "specificity",
+    "f1": "F1",
+    "roc_auc": "ROC AUC",
+    "pr_auc": "PR AUC",
+}
+
+
+def _check_pair(y_true: Any, p: Any) -> tuple[np.ndarray, np.ndarray]:
+    y = np.asarray(y_true).reshape(-1)
+    prob = np.asarray(p, dtype=np.float64).reshape(-1)
+    if y.shape != prob.shape:
+        raise ValueError(f"Labels and probabilities differ in length: {y.size} vs {prob.size}.")
+    if y.size == 0:
+        raise ValueError("No samples to evaluate.")
+    if not np.isin(y, (0, 1)).all():
+        raise ValueError(f"Labels must be 0 (NORMAL) or 1 (PNEUMONIA); found {sorted(set(y.tolist()))[:5]}.")
+    if not (np.isfinite(prob).all() and (prob >= 0).all() and (prob <= 1).all()):
+        raise ValueError("Probabilities must be finite and within [0, 1].")
+    return y.astype(int), prob
+
+
+def binary_metrics(y_true: Any, p: Any, threshold: float = 0.5) -> dict[str, Any]:
+    """Metrics of P(PNEUMONIA) scores at one threshold.
+
+    A sample is predicted PNEUMONIA when ``p >= threshold``.
+
+    Args:
+        y_true: Labels ``(N,)`` in {0, 1}.
+        p: Probabilities ``(N,)`` in [0, 1].
+        threshold: Decision threshold in [0, 1].
+
+    Returns:
+        ``accuracy``, ``precision``, ``recall`` (sensitivity), ``specificity``, ``f1``,
+        ``roc_auc``, ``pr_auc`` (average precision), floats (``nan`` where undefined,
+        e.g. AUC with one class); ``confusion`` ``[[TN, FP], [FN, TP]]``; ``threshold``; ``n``.
+    """
+    y, prob = _check_pair(y_true, p)
+    pred = (prob >= threshold).astype(int)
+    tn, fp, fn, tp = skm.confusion_matrix(y, pred, labels=[0, 1]).ravel()
+    both = len(np.unique(y)) == 2
+    return {
+        "accuracy": float(skm.accuracy_score(y, pred)),
+        "precision": float(skm.precision_score(y, pred, zero_division=np.nan)),
+        "recall": float(skm.recall_score(y, pred, zero_division=np.nan)),
+        "specificity": float(tn / (tn + fp)) if tn + fp else float("nan"),
+        "f1": float(skm.f1_score(y, pred, zero_division=np.nan)),
+        "roc_auc": float(skm.roc_auc_score(y, prob)) if both else float("nan"),
+        "pr_auc": float(skm.average_precision_score(y, prob)) if both else float("nan"),
+        "confusion": [[int(tn), int(fp)], [int(fn), int(tp)]],
+        "threshold": float(threshold),
+        "n": int(y.size),
+    }
+
+
+def choose_threshold(y_val: Any, p_val: Any, method: str = "youden") -> float:
+    """The decision threshold chosen on validation scores.
+
+    Args:
+        y_val: Validation labels ``(N,)`` in {0, 1} (both classes present).
+        p_val: Validation probabilities ``(N,)`` in [0, 1].
+        method: ``"youden"`` (maximise sensitivity + specificity - 1 along the ROC
+            curve) or ``"f1"`` (maximise F1 along the PR curve). Ties go to the
+            threshold closest to 0.5.
+
+    Returns:
+        A threshold in [0, 1]; predict PNEUMONIA when ``p >= threshold``.
+    """
+    y, prob = _check_pair(y_val, p_val)
+    if len(np.unique(y)) < 2:
+        raise ValueError("The validation split needs both classes to choose a threshold.")
+    if method == "youden":
+        fpr, tpr, thresholds = skm.roc_curve(y, prob)
+        score = tpr - fpr
+    elif method == "f1":
+        precision, recall, thresholds = skm.precision_recall_curve(y, prob)
+        precision, recall = precision[:-1], recall[:-1]
+        score = np.where(precision + recall > 0, 2 * precision * recall / np.maximum(precision + recall, 1e-12), 0)
+    else:
+        raise ValueError(f"Unknown threshold method {method!r}. Valid: youden, f1.")
+    thresholds = np.clip(thresholds, 0.0, 1.0)  # roc_curve's first threshold is +inf
+    best = np.flatnonzero(np.isclose(score, score.max()))
+    return float(thresholds[best[np.argmin(np.abs(thresholds[best] - 0.5))]])
+
+
+def bootstrap_ci(
+    y_true: Any, p: Any, threshold: float, *, rounds: int = 200, seed: int = 0, level: float = 0.95
+) -> dict[str, tuple[float, float]]:
+    """Percentile bootstrap confidence intervals of every metric of :data:`METRICS`.
+
+    Resamples the samples with replacement ``rounds`` times at the fixed threshold;
+    resamples with a single class are skipped for the AUCs.
+
+    Returns:
+        ``{metric: (low, high)}`` at the given level (``nan`` bounds if never defined).
+    """
+    y, prob = _check_pair(y_true, p)
+    if rounds < 1:
+        raise ValueError(f"rounds must be >= 1, got {rounds}.")
+    rng = np.random.default_rng(seed)
+    samples: dict[str, list[float]] = {m: [] for m in METRICS}
+    for _ in range(rounds):
+        idx = rng.integers(0, y.size, y.size)
+        values = binary_metrics(y[idx], prob[idx], threshold)
+        for m in METRICS:
+            if not math.isnan(values[m]):
+                samples[m].append(values[m])
+    tail = (1 - level) / 2 * 100
+    return {
+        m: (float(np.percentile(v, tail)), float(np.percentile(v, 100 - tail))) if v else (math.nan, math.nan)
+        for m, v in samples.items()
+    }
+
+
+@dataclass
+class Evaluation:
+    """A model's test-split evaluation at a threshold chosen on validation.
+
+    Attributes:
+        name: What was evaluated (model name).
+        metrics: :func:`binary_metrics` on test at :attr:`threshold`.
+        ci: Bootstrap 95% intervals of the test metrics.
+        threshold: The decision threshold.
+        threshold_source: ``"validation (youden)"``, ``"given"`` or ``"default 0.5"``.
+        y_true, p: Test labels and probabilities ``(N,)``.
+        val_metrics: Metrics on validation at the same threshold, if validation was given.
+        context: What data and profile produced it, e.g. ``{"data": "phantom", "profile": "quick"}``.
+    """
+
+    name: str
+    metrics: dict[str, Any]
+    ci: dict[str, tuple[float, float]]
+    threshold: float
+    threshold_source: str
+    y_true: np.ndarray
+    p: np.ndarray
+    val_metrics: dict[str, Any] | None = None
+    context: dict[str, Any] = field(default_factory=dict)
+
+    def roc_curve(self) -> tuple[np.ndarray, np.ndarray]:
+        """``(fpr, tpr)`` of the test ROC curve."""
+        fpr, tpr, _ = skm.roc_curve(self.y_true, self.p)
+        return fpr, tpr
+
+    def pr_curve(self) -> tuple[np.ndarray, np.ndarray]:
+        """``(recall, precision)`` of the test precision-recall curve."""
+        precision, recall, _ = skm.precision_recall_curve(self.y_true, self.p)
+        return recall, precision
+
+    def as_dict(self) -> dict[str, Any]:
+        """JSON-friendly summary (no per-sample arrays)."""
+        rounded = {k: (round(v, 6) if isinstance(v, float) else v) for k, v in self.metrics.items()}
+        return {
+            "name": self.name,
+            "split": "test",
+            "threshold": round(self.threshold, 6),
+            "threshold_source": self.threshold_source,
+            "metrics": rounded,
+            "ci95": {k: [round(lo, 6), round(hi, 6)] for k, (lo, hi) in self.ci.items()},
+            "val_metrics": None if self.val_metrics is None else {
+                k: (round(v, 6) if isinstance(v, float) else v) for k, v in self.val_metrics.items()
+            },
+            "context": self.context,
+        }
+
+
+def evaluate_predictions(
+    y_test: Any,
+    p_test: Any,
+    y_val: Any = None,
+    p_val: Any = None,
+    *,
+    name: str = "model",
+    threshold: float | None = None,
+    method: str = "youden",
+    bootstrap_rounds: int = 200,
+    seed: int = 0,
+    context: Mapping[str, Any] | None = None,
+) -> Evaluation:
+    """Evaluate test probabilities, choosing the threshold on validation probabilities.
+
+    Args:
+        y_test, p_test: Test labels and P(PNEUMONIA), ``(N,)``.
+        y_val, p_val: Validation labels and probabilities; used only to choose the
+            threshold (and reported as :attr:`Evaluation.val_metrics`).
+        threshold: A fixed threshold instead (then validation only gets reported);
+            with neither, 0.5.
+        method: Threshold rule, see :func:`choose_threshold`.
+        bootstrap_rounds: Resamples for the 95% intervals.
+        seed: Seed of the bootstrap.
+        context: What produced the numbers (profile, data source, ...), kept for tables.
+    """
+    has_val = y_val is not None and p_val is not None
+    if threshold is not None:
+        source = "given"
+    elif has_val:
+        threshold, source = choose_threshold(y_val, p_val, method), f"validation ({method})"
+    else:
+        threshold, source = 0.5, "default 0.5"
+    y, p = _check_pair(y_test, p_test)
+    return Evaluation(
+        name=name,
+        metrics=binary_metrics(y, p, threshold),
+        ci=bootstrap_ci(y, p, threshold, rounds=bootstrap_rounds, seed=seed),
+        threshold=float(threshold),
+        threshold_source=source,
+        y_true=y,
+        p=p,
+        val_metrics=binary_metrics(y_val, p_val, threshold) if has_val else None,
+        context=dict(context or {}),
+    )
+
+
+def predict_proba(model: Any, data: Any) -> tuple[np.ndarray, np.ndarray]:
+    """Labels and P(PNEUMONIA) of a model over a dataset of ``(images, labels)`` batches.
+
+    Works for both heads: one sigmoid unit (its value) or two softmax units (column 1).
+
+    Returns:
+        ``(y, p)``: labels ``(N,)`` int and probabilities ``(N,)`` float in [0, 1].
+    """
+    ys, ps = [], []
+    for images, labels in data:
+        out = np.asarray(model(images, training=False), dtype=np.float64)
+        ps.append(out[:, -1] if out.shape[-1] in (1, 2) else out.reshape(-1))
+        ys.append(np.asarray(labels).reshape(-1))
+    if not ys:
+        raise ValueError("The dataset is empty: nothing to predict.")
+    return np.concatenate(ys).astype(int), np.concatenate(ps)
+
+
+def evaluate_model(
+    model: Any,
+    test_data: Any,
+    val_data: Any = None,
+    *,
+    name: str | None = None,
+    **options: Any,
+) -> Evaluation:
+    """Predict on test (and validation) data and evaluate (see :func:`evaluate_predictions`)."""
+    y_test, p_test = predict_proba(model, test_data)
+    y_val = p_val = None
+    if val_data is not None:
+        y_val, p_val = predict_proba(model, val_data)
+    return evaluate_predictions(y_test, p_test, y_val, p_val, name=name or model.name, **options)
+
+
+# --------------------------------------------------------------------------- comparing models
+
+
+def _cell(value: float, ci: tuple[float, float] | None) -> str:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "-"
+    if ci is None or any(math.isnan(c) for c in ci):
+        return f"{value:.3f}"
+    return f"{value:.3f} [{ci[0]:.3f}, {ci[1]:.3f}]"
+
+
+@dataclass
+class ComparisonTable:
+    """Several models side by side (rows) over :data:`METRICS` (columns).
+
+    Attributes:
+        header: Column titles.
+        rows: One list of cell strings per model.
+        caption: What data, split and profile produced the numbers.
+    """
+
+    header: list[str]
+    rows: list[list[str]]
+    caption: str
+
+    def to_markdown(self) -> str:
+        """A Markdown table with its caption above it."""
+        lines = [f"*{self.caption}*", "", "| " + " | ".join(self.header) + " |",
+                 "|" + "---|" * len(self.header)]
+        lines += ["| " + " | ".join(r) + " |" for r in self.rows]
+        return "\n".join(lines)
+
+    def __str__(self) -> str:
+        widths = [max(len(r[i]) for r in [self.header, *self.rows]) for i in range(len(self.header))]
+        fmt = lambda r: "  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip()  # noqa: E731
+        return "\n".join([self.caption, fmt(self.header), *map(fmt, self.rows)])
+
+
+def comparison_table(
+    evaluations: Iterable[Evaluation],
+    *,
+    caption: str,
+    metrics: Iterable[str] = ("accuracy", "recall", "specificity", "f1", "roc_auc"),
+    references: Iterable[Mapping[str, Any]] = (),
+    with_ci: bool = True,
+) -> ComparisonTable:
+    """Put several evaluations side by side, like the paper's results table.
+
+    Args:
+        evaluations: Our models' :class:`Evaluation` objects (test split).
+        caption: Must say what data, split and profile produced the numbers.
+        metrics: Columns, from :data:`METRICS`.
+        references: Published numbers to show below ours, each a mapping with ``name``
+            (e.g. ``"Kermany et al. 2018 (reference, real data)"``) and any metric keys;
+            missing metrics show as ``-``.
+        with_ci: Show the bootstrap 95% interval in each cell.
+    """
+    metrics = list(metrics)
+    unknown = [m for m in metrics if m not in METRICS]
+    if unknown:
+        raise ValueError(f"Unknown metric(s) {unknown}. Valid: {', '.join(METRICS)}.")
+    header = ["model", "threshold", *(METRIC_TITLES[m] for m in metrics)]
+    rows = [
+        [e.name, f"{e.threshold:.3f}", *(_cell(e.metrics[m], e.ci.get(m) if with_ci else None) for m in metrics)]
+        for e in evaluations
+    ]
+    for ref in references:
+        rows.append([str(ref["name"]), "-", *(_cell(ref.get(m, math.nan), None) for m in metrics)])
+    return ComparisonTable(header, rows, caption)
+
+
+def plot_curves(evaluations: Iterable[Evaluation], *, title: str = ""):
+    """ROC and precision-recall curves of several models on one figure (two panels).
+
+    Returns:
+        The matplotlib ``Figure``.
+    """
+    import matplotlib.pyplot as plt
+
+    fig, (roc_ax, pr_ax) = plt.subplots(1, 2, figsize=(10, 4.2))
+    for e in evaluations:
+        fpr, tpr = e.roc_curve()
+        roc_ax.plot(fpr, tpr, label=f"{e.name} (AUC {e.metrics['roc_auc']:.3f})")
+        recall, precision = e.pr_curve()
+        pr_ax.plot(recall, precision, label=f"{e.name} (AP {e.metrics['pr_auc']:.3f})")
+        op = e.metrics
+        roc_ax.plot(1 - op["specificity"], op["recall"], "o", color=roc_ax.lines[-1].get_color())
+    roc_ax.plot([0, 1], [0, 1], ":", color="gray", label="chance")
+    roc_ax.set(xlabel="false positive rate (1 - specificity)", ylabel="true positive rate (sensitivity)", title="ROC (dot: chosen threshold)")
+    pr_ax.set(xlabel="recall (sensitivity)", ylabel="precision", title="precision-recall", ylim=(0, 1.02))
+    for ax in (roc_ax, pr_ax):
+        ax.legend(loc="lower right" if ax is roc_ax else "lower left", fontsize=8)
+        ax.grid(alpha=0.3)
+    if title:
+        fig.suptitle(title)
+    fig.tight_layout()
+    return fig
+
+
+def plot_comparison(
+    evaluations: Iterable[Evaluation],
+    *,
+    metrics: Iterable[str] = ("accuracy", "recall", "specificity", "roc_auc"),
+    title: str = "",
+):
+    """Grouped bars of test metrics with their bootstrap 95% intervals as error bars.
+
+    Returns:
+        The matplotlib ``Figure``.
+    """
+    import matplotlib.pyplot as plt
+
+    evaluations, metrics = list(evaluations), list(metrics)
+    fig, ax = plt.subplots(figsize=(max(6, 1.6 * len(metrics) * max(1, len(evaluations)) / 2), 4))
+    width = 0.8 / max(1, len(evaluations))
+    x = np.arange(len(metrics))
+    for i, e in enumerate(evaluations):
+        values = np.array([e.metrics[m] for m in metrics])
+        lows = np.array([e.ci[m][0] for m in metrics])
+        highs = np.array([e.ci[m][1] for m in metrics])
+        err = np.nan_to_num(np.vstack([values - lows, highs - values]).clip(min=0))
+        ax.bar(x + i * width - 0.4 + width / 2, values, width, yerr=err, capsize=3, label=e.name)
+    ax.set_xticks(x, [METRIC_TITLES[m] for m in metrics])
+    ax.set(ylim=(0, 1.05), ylabel="test value (95% bootstrap CI)")
+    ax.legend(fontsize=8, loc="lower right")
+    if title:
+        ax.set_title(title)
+    fig.tight_layout()
+    return fig

@@ -1,0 +1,177 @@
+"""The upload-and-explain web app: Voila serving one notebook of the explorer.
+
+``pneumo serve`` calls :func:`serve`, which
+
+1. resolves the model: a ``.keras`` file given with ``--model``, or the quick-profile
+   scratch CNN from the model cache, trained first when the cache is empty
+   (:func:`default_model`);
+2. hands the model's path and a sentence describing it to the kernels through the
+   environment variables :data:`MODEL_ENV` and :data:`NOTE_ENV` (the app notebook reads
+   them with :func:`pneumo_lib.widgets.app_from_environment`);
+3. runs Voila in this process on ``explorer_app.ipynb`` (shipped as package data, so
+   the command works from a plain ``pip install``), bound to 127.0.0.1 by default.
+
+The page is the explorer's upload view (:class:`pneumo_lib.widgets.AppView`): one
+interface to maintain for the chapter and the app.
+"""
+
+from __future__ import annotations
+
+import errno
+import json
+import os
+import shutil
+import socket
+import sys
+import tempfile
+from pathlib import Path
+
+#: Environment variable holding the absolute path of the ``.keras`` model the app serves.
+MODEL_ENV = "PNEUMO_APP_MODEL"
+#: Environment variable holding one sentence that says on the page which model answers.
+NOTE_ENV = "PNEUMO_APP_MODEL_NOTE"
+#: The notebook Voila serves.
+APP_NOTEBOOK = Path(__file__).with_name("explorer_app.ipynb")
+#: The architecture served without ``--model`` (the quick profile's scratch CNN).
+DEFAULT_MODEL = "paper_cnn"
+#: Default port (Voila's own default).
+DEFAULT_PORT = 8866
+#: Largest websocket message the server accepts: above the upload limit, so an
+#: oversized upload reaches the kernel and gets a clear message instead of a dropped
+#: connection (tornado's default is 10 MiB).
+WEBSOCKET_MAX_BYTES = 64 * 1024 * 1024
+
+
+def check_model_path(path: str | os.PathLike[str]) -> Path:
+    """The absolute path of a ``.keras`` model file given on the command line.
+
+    Raises:
+        FileNotFoundError: No such file.
+        ValueError: The file is not a ``.keras`` archive (by name).
+    """
+    model_path = Path(path).expanduser().resolve()
+    if not model_path.is_file():
+        raise FileNotFoundError(f"--model {path}: no such file.")
+    if model_path.suffix != ".keras":
+        raise ValueError(f"--model {path}: expected a Keras 3 '.keras' file, got '{model_path.suffix}'.")
+    return model_path
+
+
+def default_model(profile: str = "quick") -> tuple[Path, str]:
+    """The profile's scratch CNN (:data:`DEFAULT_MODEL`) from the model cache, trained first if absent.
+
+    Uses :func:`pneumo_lib.experiments.cached_training`, so the app serves exactly the
+    model the chapters use.
+
+    Returns:
+        The absolute path of the cached ``.keras`` file and one sentence for the page
+        saying which model this is, what it was trained on and whether it was trained now.
+    """
+    from pneumo_lib import experiments
+
+    print(f"pneumo serve: getting the {profile}-profile {DEFAULT_MODEL} (trained first if the "
+          "model cache is empty; about a minute on a laptop CPU)...", flush=True)
+    cached = experiments.cached_training(DEFAULT_MODEL, profile)
+    how = "trained just now because the model cache was empty" if cached.trained_now else (
+        "loaded from the model cache")
+    source = cached.card.get("data", {}).get("source", "phantom")
+    note = (
+        f"Model: the {profile}-profile scratch CNN ({DEFAULT_MODEL}, {how}), trained on the "
+        f"{source} data set. It is a teaching model, not a medical device.")
+    return cached.path.resolve(), note
+
+
+def decision_threshold(model_path: str | os.PathLike[str]) -> float:
+    """The decision threshold stored in a model's card (chosen on validation), else 0.5."""
+    from pneumo_lib import training
+
+    evaluation = training.read_card(model_path).get("evaluation", {})
+    return float(evaluation.get("threshold", 0.5))
+
+
+def check_port(host: str, port: int) -> None:
+    """Fail early, and clearly, when the server could not listen on ``host:port``.
+
+    Raises:
+        ValueError: Port out of range, already in use, or an address this machine lacks.
+    """
+    if not 0 < int(port) < 65536:
+        raise ValueError(f"--port must be between 1 and 65535, got {port}.")
+    try:
+        family = socket.AF_INET6 if ":" in host else socket.AF_INET
+        with socket.socket(family, socket.SOCK_STREAM) as probe:
+            probe.bind((host, int(port)))
+    except OSError as err:
+        what = "is already in use" if err.errno == errno.EADDRINUSE else f"cannot be bound ({err.strerror})"
+        raise ValueError(f"Port {port} on {host} {what}; choose another with --port or --host.") from None
+
+
+def _kernelspec_dir() -> Path:
+    """A temporary Jupyter data folder whose ``python3`` kernel is this interpreter.
+
+    Prepended to ``JUPYTER_PATH``, it makes Voila's kernels run on the Python that has
+    ``pneumo_lib`` installed even if the user has another ``python3`` kernel registered.
+    """
+    folder = Path(tempfile.mkdtemp(prefix="pneumo-serve-"))
+    spec_dir = folder / "kernels" / "python3"
+    spec_dir.mkdir(parents=True)
+    spec = {
+        "argv": [sys.executable, "-m", "ipykernel_launcher", "-f", "{connection_file}"],
+        "display_name": "Python 3 (pneumo serve)",
+        "language": "python",
+    }
+    (spec_dir / "kernel.json").write_text(json.dumps(spec), encoding="utf-8")
+    return folder
+
+
+def voila_argv(host: str, port: int) -> list[str]:
+    """Voila's command-line arguments for the app (no browser, no port hopping)."""
+    return [
+        str(APP_NOTEBOOK),
+        "--no-browser",
+        f"--Voila.ip={host}",
+        f"--port={port}",
+        "--Voila.port_retries=0",
+        "--theme=light",
+        "--strip_sources=True",
+        "--show_tracebacks=False",
+    ]
+
+
+def serve(model: str | os.PathLike[str] | None = None, *, host: str = "127.0.0.1",
+          port: int = DEFAULT_PORT) -> None:
+    """Serve the app until interrupted (Ctrl-C or SIGTERM); blocks.
+
+    Args:
+        model: A ``.keras`` file, or ``None`` for :func:`default_model`.
+        host: Address to bind; the default serves this machine only.
+        port: TCP port, 1-65535; the server fails rather than pick another one.
+
+    Raises:
+        ValueError: Bad or busy port, or a bad model file.
+        FileNotFoundError: The model file does not exist.
+    """
+    check_port(host, port)
+    if model is not None:
+        model_path = check_model_path(model)
+        note = f"Model: {model_path.name}, given with --model. It is not a medical device."
+    else:
+        model_path, note = default_model()
+    os.environ[MODEL_ENV] = str(model_path)
+    os.environ[NOTE_ENV] = note
+    kernels = _kernelspec_dir()
+    os.environ["JUPYTER_PATH"] = os.pathsep.join(
+        p for p in (str(kernels), os.environ.get("JUPYTER_PATH", "")) if p
+    )
+    print(f"pneumo serve: {note}", flush=True)
+    print(f"pneumo serve: open http://{host}:{port}/ (Ctrl-C stops the server)", flush=True)
+    from traitlets.config import Config
+    from voila.app import Voila
+
+    config = Config()
+    config.Voila.tornado_settings = {"websocket_max_message_size": WEBSOCKET_MAX_BYTES}
+    try:
+        Voila.launch_instance(argv=voila_argv(host, int(port)), config=config)
+    finally:
+        Voila.clear_instance()
+        shutil.rmtree(kernels, ignore_errors=True)

@@ -1,0 +1,505 @@
+"""The interactive explorer (ipywidgets) and the upload page of the web app.
+
+One explanation is computed by :func:`explain` from the library's public pieces only:
+the probability from :func:`pneumo_lib.cam.predict`, the heatmap from
+:mod:`pneumo_lib.cam` and the overlay from :func:`pneumo_lib.cam.overlay`. Two views
+show it:
+
+* :class:`Explorer`, the chapter's widget: pick an image of the test split (filtered by
+  class and by correct or wrong prediction) or upload one, pick the model, the CAM
+  method, the target layer and the overlay opacity; the view updates in place.
+  :meth:`Explorer.figure` draws the same view with matplotlib for the static book.
+* :class:`AppView`, the page ``pneumo serve`` shows: upload a chest X-ray, get the
+  prediction, its probability, the overlay and a download of the overlay.
+
+Both show results through :class:`ResultPane`, whose HTML carries stable CSS classes
+(``pneumo-result``, ``pneumo-overlay``, ``pneumo-download``, ``pneumo-error``) that
+the browser test looks for. Uploads go through :mod:`pneumo_lib.uploads`.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import io
+import os
+from dataclasses import dataclass
+from typing import Mapping, Sequence
+
+import ipywidgets as W
+import numpy as np
+from PIL import Image
+
+from pneumo_lib import cam, uploads
+from pneumo_lib.data import CLASSES
+
+#: CAM methods offered, display name -> function name in :mod:`pneumo_lib.cam`.
+METHODS: dict[str, str] = {
+    "Grad-CAM": "grad_cam",
+    "Grad-CAM++": "grad_cam_plus_plus",
+    "Score-CAM": "score_cam",
+}
+#: Side in pixels of the images shown on the page (the model input is upscaled for display).
+DISPLAY_SIZE = 320
+
+
+@dataclass(frozen=True)
+class Explanation:
+    """A prediction and its CAM explanation for one image.
+
+    Attributes:
+        image: The model input, ``float32 (S, S, C)`` in ``[0, 1]``.
+        probability: P(PNEUMONIA) in ``[0, 1]``.
+        heatmap: The CAM, ``float32 (S, S)`` in ``[0, 1]``.
+        overlay: The heatmap blended over the image, ``uint8 (S, S, 3)``.
+        method: CAM function name (a value of :data:`METHODS`).
+        layer: Name of the explained layer, or ``None`` for the method's default.
+        threshold: Probability at or above which the prediction is PNEUMONIA.
+    """
+
+    image: np.ndarray
+    probability: float
+    heatmap: np.ndarray
+    overlay: np.ndarray
+    method: str
+    layer: str | None
+    threshold: float = 0.5
+
+    @property
+    def predicted(self) -> int:
+        """Predicted label: 1 (PNEUMONIA) if ``probability >= threshold`` else 0 (NORMAL)."""
+        return int(self.probability >= self.threshold)
+
+    @property
+    def label(self) -> str:
+        """Predicted class name, ``"NORMAL"`` or ``"PNEUMONIA"``."""
+        return CLASSES[self.predicted]
+
+    def summary(self) -> str:
+        """One line, e.g. ``"PNEUMONIA (probability of pneumonia 0.93)"``."""
+        return f"{self.label} (probability of pneumonia {self.probability:.2f})"
+
+
+def probabilities(model, images: np.ndarray, batch_size: int = 64) -> np.ndarray:
+    """P(PNEUMONIA) for a stack of images, from :func:`pneumo_lib.cam.predict`.
+
+    Args:
+        model: A model built by :mod:`pneumo_lib.models` (either head).
+        images: ``float32 (N, S, S, C)`` in ``[0, 1]``.
+        batch_size: Images per forward pass.
+
+    Returns:
+        ``float64 (N,)`` in ``[0, 1]``.
+    """
+    return cam.predict(model, np.asarray(images, dtype=np.float32), batch_size=batch_size)[1][:, 1].astype(np.float64)
+
+
+def explain(model, image: np.ndarray, *, method: str = "grad_cam", layer: str | None = None,
+            alpha: float = 0.4, threshold: float = 0.5) -> Explanation:
+    """Predict one image and explain the predicted class with a CAM method.
+
+    Args:
+        model: A model built by :mod:`pneumo_lib.models` (either head).
+        image: ``float32 (S, S, C)`` in ``[0, 1]``, the model's input size.
+        method: ``"grad_cam"``, ``"grad_cam_plus_plus"`` or ``"score_cam"``.
+        layer: Layer to explain; ``None`` lets :func:`pneumo_lib.cam.find_target_layer` choose.
+        alpha: Heatmap opacity in the overlay, ``0`` (image only) to ``1`` (heatmap only).
+        threshold: Probability at or above which the prediction is PNEUMONIA.
+
+    Returns:
+        An :class:`Explanation`.
+
+    Raises:
+        ValueError: Unknown method, or an image that is not ``(S, S, C)``.
+    """
+    if method not in METHODS.values():
+        raise ValueError(f"Unknown CAM method {method!r}. Valid methods: {', '.join(METHODS.values())}.")
+    image = np.asarray(image, dtype=np.float32)
+    if image.ndim != 3:
+        raise ValueError(f"explain takes one image (S, S, C), got shape {image.shape}.")
+    probability = float(probabilities(model, image[None])[0])
+    predicted = int(probability >= threshold)
+    heatmap = getattr(cam, method)(model, image[None], layer=layer, class_index=predicted)[0]
+    return Explanation(image, probability, heatmap, cam.overlay(image, heatmap, alpha=alpha),
+                       method, layer, threshold)
+
+
+def png_bytes(image: np.ndarray, size: int = DISPLAY_SIZE) -> bytes:
+    """PNG-encode an image for display, upscaled to ``size`` pixels a side.
+
+    Args:
+        image: ``uint8 (H, W, 3)`` RGB, or float ``(H, W)`` / ``(H, W, 1)`` gray in ``[0, 1]``.
+        size: Side in pixels of the square PNG.
+    """
+    arr = np.asarray(image)
+    if arr.dtype != np.uint8:
+        arr = (np.clip(arr, 0, 1) * 255).round().astype(np.uint8)
+    if arr.ndim == 3 and arr.shape[-1] == 1:
+        arr = arr[..., 0]
+    buffer = io.BytesIO()
+    Image.fromarray(arr).resize((size, size), Image.BILINEAR).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def _data_uri(png: bytes) -> str:
+    return "data:image/png;base64," + base64.b64encode(png).decode("ascii")
+
+
+class ResultPane(W.VBox):
+    """Where an explanation (or an error) is shown: summary line, images, download link."""
+
+    def __init__(self) -> None:
+        self.summary = W.HTML()
+        self.pictures = W.HTML()
+        super().__init__([self.summary, self.pictures])
+
+    def show(self, explanation: Explanation, name: str, detail: str = "") -> None:
+        """Show an explanation of the image called ``name`` (shown, HTML-escaped)."""
+        safe = html.escape(name)
+        method = next(k for k, v in METHODS.items() if v == explanation.method)
+        overlay = _data_uri(png_bytes(explanation.overlay))
+        download = f"{os.path.splitext(name)[0] or 'image'}-{explanation.method}.png"
+        self.summary.value = (
+            f'<div class="pneumo-result"><b>{safe}</b>: {html.escape(explanation.summary())}'
+            f"{html.escape(detail)}</div>")
+        self.pictures.value = (
+            '<div style="display:flex;gap:12px;flex-wrap:wrap">'
+            f'<figure style="margin:0"><img class="pneumo-input" alt="model input: {safe}" '
+            f'src="{_data_uri(png_bytes(explanation.image))}"><figcaption>model input</figcaption></figure>'
+            f'<figure style="margin:0"><img class="pneumo-overlay" alt="{method} overlay: {safe}" '
+            f'src="{overlay}"><figcaption>{method}, explaining {explanation.label}</figcaption></figure>'
+            "</div>"
+            f'<a class="pneumo-download" download="{html.escape(download)}" href="{overlay}">'
+            "Download the overlay (PNG)</a>")
+
+    def show_error(self, message: str) -> None:
+        """Replace any result with a readable error message."""
+        self.summary.value = f'<div class="pneumo-error" style="color:#b00020">{html.escape(message)}</div>'
+        self.pictures.value = ""
+
+    def show_note(self, text: str) -> None:
+        """Replace any result with a neutral message (``pneumo-note``)."""
+        self.summary.value = f'<div class="pneumo-note">{html.escape(text)}</div>'
+        self.pictures.value = ""
+
+
+def _method_picker() -> W.Dropdown:
+    return W.Dropdown(options=list(METHODS.items()), value="grad_cam", description="CAM method")
+
+
+def _opacity_slider(alpha: float) -> W.FloatSlider:
+    return W.FloatSlider(value=alpha, min=0.0, max=1.0, step=0.05, description="Opacity",
+                         continuous_update=False, readout_format=".2f")
+
+
+def _upload_button() -> W.FileUpload:
+    limit = uploads.MAX_UPLOAD_BYTES / 2**20
+    return W.FileUpload(accept=uploads.ACCEPT, multiple=False,
+                        description=f"Upload X-ray (JPEG/PNG/DICOM, max {limit:.0f} MB)",
+                        layout=W.Layout(width="auto"))
+
+
+def _input_shape(model) -> tuple[int, int]:
+    """``(S, C)``: side and channels of a model's square input."""
+    shape = model.input_shape
+    return int(shape[1]), int(shape[-1])
+
+
+class _ExplainerView(W.VBox):
+    """What the explorer and the app share: the current image, its explanation and redraws.
+
+    Subclasses set ``self.method``, ``self.opacity``, ``self.result``, ``self.upload`` and
+    implement :meth:`_model` and :meth:`_layer`; any change of method, opacity, model or
+    layer redraws the current image in place.
+    """
+
+    def _setup(self, threshold: float) -> None:
+        self.threshold = float(threshold)
+        self.current: Explanation | None = None
+        self._image: tuple[str, np.ndarray, str] | None = None
+        self.upload.observe(self._on_upload, names="value")
+        for control in (self.method, self.opacity):
+            control.observe(self._redraw, names="value")
+
+    def _model(self):
+        raise NotImplementedError
+
+    def _layer(self) -> str | None:
+        return None
+
+    def show_image(self, name: str, image: np.ndarray, detail: str = "") -> Explanation | None:
+        """Explain ``image`` (``float32 (S, S, C)`` in ``[0, 1]``) and show it as ``name``.
+
+        Returns:
+            The explanation, or ``None`` if it failed (the error is shown instead).
+        """
+        self._image = (name, image, detail)
+        return self._redraw()
+
+    def explain_upload(self, upload: uploads.Upload) -> Explanation | None:
+        """Read, explain and show an upload; a refused or unreadable one shows an error.
+
+        Returns:
+            The explanation, or ``None`` when the upload was refused (the page says why).
+        """
+        self.result.show_note(f"Explaining {upload.name}...")
+        self._image = self.current = None
+        try:
+            size, channels = _input_shape(self._model())
+            image = uploads.read_upload(upload, size, channels)
+        except uploads.UploadError as err:
+            self.result.show_error(f"Could not explain {upload.name}: {err}")
+            return None
+        except Exception as err:  # keep serving, whatever the file did
+            self.result.show_error(f"Could not explain {upload.name}: unexpected {type(err).__name__}: {err}")
+            return None
+        return self.show_image(upload.name, image, " (uploaded)")
+
+    def _redraw(self, change=None) -> Explanation | None:
+        if self._image is None:
+            return None
+        name, image, detail = self._image
+        try:
+            self.current = explain(self._model(), image, method=self.method.value, layer=self._layer(),
+                                   alpha=self.opacity.value, threshold=self.threshold)
+        except Exception as err:
+            self.current = None
+            self.result.show_error(f"Could not explain {name}: {type(err).__name__}: {err}")
+            return None
+        self.result.show(self.current, name, detail)
+        return self.current
+
+    def _on_upload(self, change) -> None:
+        upload = uploads.Upload.from_widget(change["new"])
+        if upload is not None:
+            self.explain_upload(upload)
+
+
+class AppView(_ExplainerView):
+    """The web app's page: upload a chest X-ray; see the prediction, its probability, the overlay.
+
+    Args:
+        model: The model that answers (built by :mod:`pneumo_lib.models`).
+        note: One sentence saying on the page which model this is.
+        threshold: Probability at or above which the answer is PNEUMONIA.
+        alpha: Initial overlay opacity.
+    """
+
+    def __init__(self, model, note: str = "", *, threshold: float = 0.5, alpha: float = 0.4) -> None:
+        self.model = model
+        self.upload = _upload_button()
+        self.method = _method_picker()
+        self.opacity = _opacity_slider(alpha)
+        self.result = ResultPane()
+        note_html = W.HTML(f'<p class="pneumo-model-note"><i>{html.escape(note)}</i></p>')
+        super().__init__([note_html, self.upload, W.HBox([self.method, self.opacity]), self.result])
+        self._setup(threshold)
+
+    def _model(self):
+        return self.model
+
+
+def app_from_environment() -> AppView:
+    """The app page for the model ``pneumo serve`` chose (see :mod:`pneumo_lib.app`).
+
+    Reads the model path and the note from the environment variables
+    :data:`pneumo_lib.app.MODEL_ENV` and :data:`pneumo_lib.app.NOTE_ENV`; without them
+    (the notebook opened directly) it uses :func:`pneumo_lib.app.default_model`. The
+    model is loaded in Keras safe mode and run once on a blank image, so that the
+    first upload does not pay TensorFlow's start-up costs.
+    """
+    from pneumo_lib import app, training
+
+    path, note = os.environ.get(app.MODEL_ENV), os.environ.get(app.NOTE_ENV, "")
+    if not path:
+        path, note = app.default_model()
+    model = training.load_model(path)
+    size, channels = _input_shape(model)
+    explain(model, np.zeros((size, size, channels), np.float32))
+    threshold = app.decision_threshold(path)
+    note += f" Decision threshold: probability of pneumonia >= {threshold:.2f}."
+    return AppView(model, note, threshold=threshold)
+
+
+def layer_options(model) -> list[tuple[str, str | None]]:
+    """Choices for the target-layer picker: the CAM default first, then every spatial layer.
+
+    Returns:
+        ``(label, layer_name)`` pairs; the first has ``layer_name=None`` (the layer
+        :func:`pneumo_lib.cam.find_target_layer` picks), the others come from
+        :func:`pneumo_lib.cam.spatial_layers`.
+    """
+    choices = [(f"default ({cam.find_target_layer(model)})", None)]
+    return choices + [(name, name) for name in cam.spatial_layers(model)]
+
+
+class Explorer(_ExplainerView):
+    """The chapter's explorer: test-split images or uploads, models, CAM methods, layers, opacity.
+
+    Args:
+        models: The models to choose from, by display name (or a single model). All take
+            the same input as ``images``.
+        images: The test split, ``float32 (N, S, S, C)`` in ``[0, 1]``.
+        labels: Their true labels ``(N,)``, 0 = NORMAL, 1 = PNEUMONIA.
+        names: Their file names (shown), default ``"test image <i>"``.
+        threshold: Probability at or above which the prediction is PNEUMONIA.
+        alpha: Initial overlay opacity.
+
+    Raises:
+        ValueError: No model, images and labels of different lengths, or a model whose
+            input shape is not the images' ``(S, S, C)``.
+    """
+
+    def __init__(self, models, images: np.ndarray, labels: Sequence[int], names: Sequence[str] | None = None,
+                 *, threshold: float = 0.5, alpha: float = 0.4) -> None:
+        self.models: dict[str, object] = dict(models) if isinstance(models, Mapping) else {"model": models}
+        self.images = np.asarray(images, dtype=np.float32)
+        self.labels = np.asarray(labels).astype(int).reshape(-1)
+        self.names = [str(n) for n in names] if names is not None else [
+            f"test image {i}" for i in range(len(self.images))]
+        self._check()
+        self._probabilities: dict[str, np.ndarray] = {}
+        self.source = W.ToggleButtons(options=["Test split", "Upload"], description="Image from")
+        self.true_class = W.Dropdown(options=[("any", None), ("NORMAL", 0), ("PNEUMONIA", 1)], description="True class")
+        self.outcome = W.Dropdown(options=[("any", None), ("correct", True), ("wrong", False)], description="Prediction")
+        self.picker = W.Dropdown(description="Image", layout=W.Layout(width="auto"))
+        self.upload = _upload_button()
+        self.model = W.Dropdown(options=list(self.models), description="Model")
+        self.layer = W.Dropdown(description="Layer")
+        self.method = _method_picker()
+        self.opacity = _opacity_slider(alpha)
+        self.result = ResultPane()
+        self._test_controls = W.VBox([W.HBox([self.true_class, self.outcome]), self.picker])
+        super().__init__([
+            W.HBox([self.model, self.method]), W.HBox([self.layer, self.opacity]),
+            self.source, self._test_controls, self.upload, self.result])
+        self._setup(threshold)
+        self.upload.layout.display = "none"
+        self.layer.observe(self._redraw, names="value")
+        self._layers_for_model()
+        self.source.observe(self._source_changed, names="value")
+        for control in (self.true_class, self.outcome):
+            control.observe(self._refilter, names="value")
+        self.picker.observe(self._picked, names="value")
+        self.model.observe(self._model_changed, names="value")
+        self._refilter()
+
+    def _check(self) -> None:
+        if not self.models:
+            raise ValueError("Explorer needs at least one model.")
+        if self.images.ndim != 4 or len(self.images) != len(self.labels) or len(self.names) != len(self.labels):
+            raise ValueError(
+                f"Explorer needs images (N, S, S, C) with N labels and N names; got images "
+                f"{self.images.shape}, {len(self.labels)} labels, {len(self.names)} names.")
+        for name, model in self.models.items():
+            if tuple(model.input_shape[1:]) != self.images.shape[1:]:
+                raise ValueError(
+                    f"Model {name!r} takes inputs {tuple(model.input_shape[1:])}, but the images "
+                    f"are {self.images.shape[1:]}.")
+
+    def _model(self):
+        return self.models[self.model.value]
+
+    def _layer(self) -> str | None:
+        return self.layer.value
+
+    def probabilities(self) -> np.ndarray:
+        """P(PNEUMONIA) of the selected model for every test image, ``(N,)`` in ``[0, 1]`` (cached)."""
+        name = self.model.value
+        if name not in self._probabilities:
+            self._probabilities[name] = probabilities(self._model(), self.images)
+        return self._probabilities[name]
+
+    def shown(self) -> list[int]:
+        """Indices of the test images that pass the class and outcome filters."""
+        keep = np.ones(len(self.labels), bool)
+        if self.true_class.value is not None:
+            keep &= self.labels == self.true_class.value
+        if self.outcome.value is not None:
+            correct = (self.probabilities() >= self.threshold).astype(int) == self.labels
+            keep &= correct == self.outcome.value
+        return [int(i) for i in np.flatnonzero(keep)]
+
+    def select(self, index: int) -> Explanation | None:
+        """Show test image ``index`` (clears the filters if they hide it)."""
+        if index not in self.shown():
+            self.true_class.value = self.outcome.value = None
+        self.source.value = "Test split"
+        if self.picker.value == index:
+            return self._picked()
+        self.picker.value = index
+        return self.current
+
+    def _refilter(self, change=None) -> None:
+        indices = self.shown()
+        keep = self.picker.value if self.picker.value in indices else (indices[0] if indices else None)
+        self.picker.unobserve(self._picked, names="value")
+        self.picker.options = [(f"{self.names[i]} (true: {CLASSES[self.labels[i]]})", i) for i in indices]
+        self.picker.value = keep
+        self.picker.observe(self._picked, names="value")
+        if indices:
+            self._picked()
+        else:
+            self._image = self.current = None
+            self.result.show_error("No test image matches these filters.")
+
+    def _picked(self, change=None) -> Explanation | None:
+        index = self.picker.value
+        if index is None or self.source.value != "Test split":
+            return None
+        correct = (self.probabilities()[index] >= self.threshold) == self.labels[index]
+        detail = f"; true class {CLASSES[self.labels[index]]}, {'correct' if correct else 'wrong'}"
+        return self.show_image(self.names[index], self.images[index], detail)
+
+    def _source_changed(self, change) -> None:
+        from_test = change["new"] == "Test split"
+        self._test_controls.layout.display = None if from_test else "none"
+        self.upload.layout.display = "none" if from_test else None
+        if from_test:
+            self._picked()
+        else:
+            self._image = self.current = None
+            self.result.show_note("Upload a chest X-ray (JPEG, PNG or DICOM).")
+
+    def _layers_for_model(self) -> None:
+        self.layer.unobserve(self._redraw, names="value")
+        self.layer.options = layer_options(self._model())
+        self.layer.value = None
+        self.layer.observe(self._redraw, names="value")
+
+    def _model_changed(self, change) -> None:
+        self._layers_for_model()
+        self._refilter()
+        self._redraw()
+
+    def figure(self, title: str | None = None):
+        """The current view as a matplotlib figure (for the static book, where widgets have no kernel)."""
+        if self.current is None:
+            raise ValueError("Nothing is shown yet: select an image or upload one first.")
+        name = self._image[0] if self._image else ""
+        return explanation_figure(self.current, title or f"{name}: {self.current.summary()}")
+
+
+def explanation_figure(explanation: Explanation, title: str = ""):
+    """Three panels: the model input, the heatmap and the overlay, as the explorer shows them.
+
+    Returns:
+        The matplotlib ``Figure`` (end the notebook cell with ``plt.show()``).
+    """
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 3, figsize=(10, 3.6))
+    image = explanation.image[..., 0] if explanation.image.shape[-1] == 1 else explanation.image
+    axes[0].imshow(image, cmap="gray", vmin=0, vmax=1)
+    axes[0].set_title("model input")
+    shown = axes[1].imshow(explanation.heatmap, cmap="jet", vmin=0, vmax=1)
+    axes[1].set_title(f"{explanation.method} heatmap")
+    fig.colorbar(shown, ax=axes[1], fraction=0.046, pad=0.04)
+    axes[2].imshow(explanation.overlay)
+    axes[2].set_title(f"overlay, explaining {explanation.label}")
+    for ax in axes:
+        ax.set_axis_off()
+    if title:
+        fig.suptitle(title)
+    fig.tight_layout()
+    return fig

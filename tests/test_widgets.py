@@ -1,0 +1,156 @@
+"""The explorer and the app view on the bright-disc detector, whose answers are known by construction."""
+
+from __future__ import annotations
+
+import base64
+import io
+import re
+
+import numpy as np
+import pytest
+from _cam_models import detector_model, disc_images
+from _upload_files import png_bytes
+from PIL import Image
+
+from pneumo_lib import cam, uploads, widgets
+
+
+@pytest.fixture(scope="module")
+def model():
+    return detector_model("flat", "sigmoid")
+
+
+@pytest.fixture(scope="module")
+def test_set():
+    """Four disc images (PNEUMONIA for the detector) and three black ones (NORMAL).
+
+    Two labels are deliberately wrong (index 3 says NORMAL, index 6 says PNEUMONIA), so the
+    explorer's "wrong" filter must list exactly those two.
+    """
+    discs, masks, _ = disc_images(4, seed=1)
+    images = np.concatenate([discs, np.zeros((3, *discs.shape[1:]), np.float32)])
+    labels = np.array([1, 1, 1, 0, 0, 0, 1])
+    return images, labels, masks
+
+
+def _overlay_png(pane: widgets.ResultPane) -> Image.Image:
+    src = re.search(r'class="pneumo-overlay"[^>]*src="data:image/png;base64,([^"]+)"', pane.pictures.value)
+    return Image.open(io.BytesIO(base64.b64decode(src.group(1))))
+
+
+def test_explain_predicts_and_explains_the_disc(model, test_set):
+    images, _, masks = test_set
+    e = widgets.explain(model, images[0])
+    assert e.label == "PNEUMONIA" and e.predicted == 1
+    assert e.probability == pytest.approx(float(cam.predict(model, images[:1])[1][0, 1]), abs=1e-6)
+    assert e.heatmap.shape == (32, 32) and 0.0 <= e.heatmap.min() and e.heatmap.max() <= 1.0
+    peak = np.unravel_index(np.argmax(e.heatmap), e.heatmap.shape)
+    assert masks[0][peak], "the PNEUMONIA map must peak on the disc"
+    assert np.array_equal(e.overlay, cam.overlay(images[0], e.heatmap, alpha=0.4))
+    black = widgets.explain(model, images[4])
+    assert black.label == "NORMAL" and black.summary().startswith("NORMAL (probability of pneumonia 0.")
+
+
+def test_threshold_decides_the_label_and_the_explained_class(model, test_set):
+    black = test_set[0][4]
+    p = widgets.explain(model, black).probability
+    strict = widgets.explain(model, black, threshold=p / 2)
+    assert strict.label == "PNEUMONIA"
+    assert not np.array_equal(strict.heatmap, widgets.explain(model, black).heatmap)
+
+
+def test_explain_rejects_unknown_methods_and_batches(model, test_set):
+    with pytest.raises(ValueError, match="Unknown CAM method 'lime'. Valid methods: grad_cam"):
+        widgets.explain(model, test_set[0][0], method="lime")
+    with pytest.raises(ValueError, match=r"one image \(S, S, C\), got shape \(2, 32, 32, 1\)"):
+        widgets.explain(model, test_set[0][:2])
+
+
+def test_explorer_filters_by_class_and_by_outcome(model, test_set):
+    images, labels, _ = test_set
+    ex = widgets.Explorer({"detector": model}, images, labels, names=[f"img{i}.png" for i in range(7)])
+    assert ex.shown() == list(range(7)) and ex.picker.value == 0
+    assert ex.current.label == "PNEUMONIA"
+    assert "img0.png" in ex.result.summary.value and "correct" in ex.result.summary.value
+    ex.outcome.value = False
+    assert ex.shown() == [3, 6]
+    assert ex.picker.value == 3 and ex.current.label == "PNEUMONIA"
+    assert "wrong" in ex.result.summary.value
+    ex.true_class.value = 1
+    assert ex.shown() == [6]
+    ex.outcome.value = True
+    assert ex.shown() == [0, 1, 2]
+    ex.true_class.value, ex.outcome.value = 0, True
+    assert ex.shown() == [4, 5]
+
+
+def test_explorer_controls_redraw_in_place(model, test_set):
+    images, labels, _ = test_set
+    ex = widgets.Explorer(model, images, labels)
+    assert ex.layer.options[0] == ("default (detector)", None)
+    ex.select(2)
+    assert ex.picker.value == 2
+    ex.opacity.value = 0.0
+    gray = np.repeat((images[2] * 255).round().astype(np.uint8), 3, axis=-1)
+    assert np.array_equal(ex.current.overlay, gray)
+    ex.method.value = "score_cam"
+    assert ex.current.method == "score_cam"
+    ex.outcome.value = False
+    ex.select(0)  # hidden by the filter: the filters are cleared
+    assert ex.outcome.value is None and ex.picker.value == 0
+    fig = ex.figure()
+    assert len(fig.axes) == 4  # image, heatmap (+ colour bar), overlay
+    assert fig.axes[2].get_title() == "overlay, explaining PNEUMONIA"
+
+
+def test_explorer_uploads_and_errors(model, test_set):
+    images, labels, _ = test_set
+    ex = widgets.Explorer({"detector": model}, images, labels)
+    ex.source.value = "Upload"
+    assert ex.current is None and ex.upload.layout.display is None
+    disc = (images[0, ..., 0] * 255).astype(np.uint8)
+    e = ex.explain_upload(uploads.Upload("mine.png", png_bytes(disc)))
+    assert e.label == "PNEUMONIA" and "mine.png" in ex.result.summary.value
+    assert ex.explain_upload(uploads.Upload("notes.jpg", b"not an image")) is None
+    assert "pneumo-error" in ex.result.summary.value and "notes.jpg" in ex.result.summary.value
+    assert ex.result.pictures.value == ""
+
+
+def test_explorer_refuses_models_that_do_not_fit_the_images(model, test_set):
+    images, labels, _ = test_set
+    with pytest.raises(ValueError, match=r"Model 'small' takes inputs \(16, 16, 1\)"):
+        widgets.Explorer({"small": detector_model(size=16)}, images, labels)
+    with pytest.raises(ValueError, match="7 labels"):
+        widgets.Explorer(model, images[:3], labels)
+
+
+def test_app_view_shows_prediction_overlay_and_download(model, test_set):
+    view = widgets.AppView(model, "Model: the detector.")
+    disc = (test_set[0][0, ..., 0] * 255).astype(np.uint8)
+    e = view.explain_upload(uploads.Upload("scan.png", png_bytes(disc)))
+    assert view.result.summary.value == (
+        f'<div class="pneumo-result"><b>scan.png</b>: {e.summary()} (uploaded)</div>')
+    assert _overlay_png(view.result).size == (widgets.DISPLAY_SIZE, widgets.DISPLAY_SIZE)
+    assert 'download="scan-grad_cam.png"' in view.result.pictures.value
+    view.method.value = "grad_cam_plus_plus"  # redraws the same upload
+    assert view.current.method == "grad_cam_plus_plus" and "Grad-CAM++ overlay" in view.result.pictures.value
+
+
+def test_app_view_escapes_hostile_names_and_keeps_going(model):
+    view = widgets.AppView(model)
+    hostile = "<img src=x onerror=alert(1)>.jpg"
+    assert view.explain_upload(uploads.Upload(uploads.display_name(hostile), b"GIF89a...")) is None
+    assert "<img src=x" not in view.result.summary.value
+    assert "&lt;img src=x onerror=alert(1)&gt;.jpg" in view.result.summary.value
+    assert view.explain_upload(uploads.Upload("ok.png", png_bytes(np.zeros((32, 32), np.uint8)))).label == "NORMAL"
+
+
+def test_app_from_environment_loads_the_served_model(tmp_path, monkeypatch):
+    from pneumo_lib import app, models, training
+
+    path = training.save_model(models.build_model("paper_cnn", 64), tmp_path / "m.keras")
+    monkeypatch.setenv(app.MODEL_ENV, str(path))
+    monkeypatch.setenv(app.NOTE_ENV, "Model: m.keras.")
+    view = widgets.app_from_environment()
+    assert isinstance(view, widgets.AppView) and view.threshold == 0.5
+    assert "Model: m.keras. Decision threshold: probability of pneumonia &gt;= 0.50." in view.children[0].value

@@ -18,7 +18,7 @@ export MPLBACKEND := Agg
 # when the user has another "python3" kernel installed.
 export JUPYTER_PATH := $(abspath $(VENV))/share/jupyter
 
-.PHONY: book test unit notebooks html install clean
+.PHONY: book test unit notebooks html install clean browser
 
 install: $(STAMP)
 
@@ -37,7 +37,19 @@ book: $(STAMP)
 	@cat _build/chapter-times.txt
 	@echo "The book is at $(CURDIR)/_build/html/index.html"
 
-test: $(STAMP) unit notebooks html
+test: $(STAMP) browser unit notebooks html
+
+# The web app's browser test (tests/test_app_browser.py) drives Debian's Chromium. It is
+# installed here when missing and we are root with apt-get (as in CI); otherwise the test
+# is skipped and says why.
+browser:
+	@if [ -x /usr/bin/chromium ]; then :; \
+	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	  echo "Installing Debian's chromium for the browser test ..."; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; \
+	else \
+	  echo "note: /usr/bin/chromium not found and not root: the app's browser test will be skipped (apt-get install chromium)"; \
+	fi
 
 unit: $(STAMP)
 	$(BIN)/python -m pytest tests

@@ -23,6 +23,7 @@ import base64
 import html
 import io
 import os
+import re
 from dataclasses import dataclass
 from typing import Mapping, Sequence
 
@@ -171,6 +172,11 @@ class ResultPane(W.VBox):
             "</div>"
             f'<a class="pneumo-download" download="{html.escape(download)}" href="{overlay}">'
             "Download the overlay (PNG)</a>")
+
+    @property
+    def text(self) -> str:
+        """The summary line as plain text (what a reader sees), e.g. for printing from code."""
+        return html.unescape(re.sub(r"<[^>]+>", "", self.summary.value))
 
     def show_error(self, message: str) -> None:
         """Replace any result with a readable error message."""
@@ -321,15 +327,15 @@ def app_from_environment() -> AppView:
     return AppView(model, note, threshold=threshold)
 
 
-def layer_options(model) -> list[tuple[str, str | None]]:
+def layer_options(model) -> list[tuple[str, str]]:
     """Choices for the target-layer picker: the CAM default first, then every spatial layer.
 
     Returns:
-        ``(label, layer_name)`` pairs; the first has ``layer_name=None`` (the layer
-        :func:`pneumo_lib.cam.find_target_layer` picks), the others come from
-        :func:`pneumo_lib.cam.spatial_layers`.
+        ``(label, layer_name)`` pairs; the first has ``layer_name=""``, meaning the layer
+        :func:`pneumo_lib.cam.find_target_layer` picks (named in its label); the others
+        come from :func:`pneumo_lib.cam.spatial_layers`.
     """
-    choices = [(f"default ({cam.find_target_layer(model)})", None)]
+    choices = [(f"default ({cam.find_target_layer(model)})", "")]
     return choices + [(name, name) for name in cam.spatial_layers(model)]
 
 
@@ -401,7 +407,7 @@ class Explorer(_ExplainerView):
         return self.models[self.model.value]
 
     def _layer(self) -> str | None:
-        return self.layer.value
+        return self.layer.value or None
 
     def probabilities(self) -> np.ndarray:
         """P(PNEUMONIA) of the selected model for every test image, ``(N,)`` in ``[0, 1]`` (cached)."""
@@ -464,7 +470,7 @@ class Explorer(_ExplainerView):
     def _layers_for_model(self) -> None:
         self.layer.unobserve(self._redraw, names="value")
         self.layer.options = layer_options(self._model())
-        self.layer.value = None
+        self.layer.value = ""
         self.layer.observe(self._redraw, names="value")
 
     def _model_changed(self, change) -> None:

@@ -1,0 +1,33 @@
+"""``pneumo serve``: the upload-and-explain web app (see :mod:`pneumo_lib.app`)."""
+
+from __future__ import annotations
+
+import argparse
+
+from pneumo_lib import app
+
+
+def add_commands(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser(
+        "serve",
+        help="serve the upload-and-explain web app (Voila)",
+        description=(
+            "Serve a page where a chest X-ray (JPEG, PNG or DICOM, up to 20 MB) is uploaded "
+            "and answered with the prediction, its probability and a Grad-CAM overlay. "
+            "Without --model it serves the quick-profile scratch CNN from the model cache, "
+            "training it first if the cache is empty."
+        ),
+    )
+    parser.add_argument("--model", default=None, metavar="PATH",
+                        help="a .keras model file (default: the cached quick-profile scratch CNN)")
+    parser.add_argument("--port", type=int, default=app.DEFAULT_PORT, metavar="N",
+                        help=f"TCP port (default: {app.DEFAULT_PORT})")
+    parser.add_argument("--host", default="127.0.0.1", metavar="ADDR",
+                        help="address to bind (default: 127.0.0.1, this machine only; "
+                        "0.0.0.0 inside a container)")
+    parser.set_defaults(handler=_serve)
+
+
+def _serve(args: argparse.Namespace) -> int:
+    app.serve(args.model, host=args.host, port=args.port)
+    return 0

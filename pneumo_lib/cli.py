@@ -19,6 +19,8 @@ from pneumo_lib import __version__
 COMMAND_MODULES: tuple[str, ...] = (
     "pneumo_lib.commands.info",
     "pneumo_lib.commands.book",
+    "pneumo_lib.commands.explain",
+    "pneumo_lib.commands.bench_cam",
     "pneumo_lib.commands.serve",
 )
 

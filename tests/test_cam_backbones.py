@@ -1,9 +1,10 @@
-"""Every CAM method on every backbone family (random weights, small inputs), batch sizes 1 and 5.
+"""Every CAM method on every architecture of :mod:`pneumo_lib.models`, batch sizes 1 and 5.
 
-The backbones are nested inside a functional classifier, as transfer-learning models are
-built, which is where the usual Keras recipes fail. Score-CAM runs on the 4 most varied
-channels per image here (``max_channels``) to keep the suite fast; the full method is
-checked on the known-answer models.
+Random weights and small inputs (these are plumbing tests: the maps' correctness is checked on
+the known-answer models). The backbones are nested inside the functional classifier, after a
+preprocessing layer and before the ``logits`` -> ``prediction`` head, which is where the
+usual Keras recipes fail. Score-CAM runs on the 4 most varied channels per image here
+(``max_channels``) to keep the suite fast; the full method is checked on the known-answer models.
 """
 
 from __future__ import annotations
@@ -11,46 +12,31 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from pneumo_lib import cam
-from pneumo_lib._tf import keras
+from pneumo_lib import cam, models
 
-APPS = keras.applications
-FAMILIES = {
-    "vgg16": (APPS.VGG16, "block5_conv3"),
-    "vgg19": (APPS.VGG19, "block5_conv4"),
-    "resnet50": (APPS.ResNet50, "conv5_block3_out"),
-    "mobilenetv2": (APPS.MobileNetV2, "out_relu"),
-    "densenet121": (APPS.DenseNet121, "relu"),
-}
 SIZES = (32, 64)
 
 
-@pytest.fixture(scope="module", params=sorted(FAMILIES))
+@pytest.fixture(scope="module", params=models.MODEL_NAMES)
 def family(request):
-    build, layer = FAMILIES[request.param]
-    backbone = build(weights=None, include_top=False, input_shape=(None, None, 3))
-    backbone.trainable = False
-    classifiers = {}
-    for size in SIZES:
-        inputs = keras.Input((size, size, 3))
-        x = backbone(keras.layers.Rescaling(2.0, offset=-1.0)(inputs))
-        outputs = keras.layers.Dense(1, activation="sigmoid")(keras.layers.GlobalAveragePooling2D()(x))
-        classifiers[size] = keras.Model(inputs, outputs)
-    return request.param, layer, classifiers
+    return {size: models.build_model(request.param, size, weights=None) for size in SIZES}
 
 
-def test_standard_target_layer_is_found_inside_the_nested_backbone(family):
-    name, layer, classifiers = family
-    assert cam.find_target_layer(classifiers[SIZES[0]]) == layer
-    assert f"{classifiers[SIZES[0]].layers[2].name}/{layer}" in cam.spatial_layers(classifiers[SIZES[0]])
+def test_the_usual_grad_cam_layer_is_found_even_inside_the_nested_backbone(family):
+    model = family[SIZES[0]]
+    expected = models.architecture_of(model).cam_layer
+    assert cam.find_target_layer(model) == expected
+    backbone = models.backbone_of(model)
+    path = expected if backbone is None else f"{backbone.name}/{expected}"
+    assert path in cam.spatial_layers(model)
 
 
 @pytest.mark.parametrize("size", SIZES)
 @pytest.mark.parametrize("method", sorted(cam.METHODS))
 def test_every_method_batch_1_and_5(family, size, method):
-    name, _, classifiers = family
-    model = classifiers[size]
-    images = np.random.default_rng(size).random((5, size, size, 3), dtype=np.float32)
+    model = family[size]
+    channels = model.inputs[0].shape[-1]
+    images = np.random.default_rng(size).random((5, size, size, channels), dtype=np.float32)
     kwargs = {"max_channels": 4} if method == "scorecam" else {}
     explain = cam.METHODS[method]
     five = explain(model, images, **kwargs)

@@ -7,9 +7,11 @@ inverted so that bone is always bright). Files are only read, never changed.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import warnings
 from pathlib import Path
+from typing import Iterator
 
 import numpy as np
 from PIL import Image, UnidentifiedImageError
@@ -49,26 +51,45 @@ def read_image(path: str | os.PathLike, max_pixels: int = MAX_PIXELS) -> np.ndar
         raise ImageReadError(f"Image file {path} is empty (0 bytes); re-download or delete it.")
     if path.suffix.lower() in DICOM_SUFFIXES:
         return _read_dicom(path, max_pixels)
+    with open_image(path, max_pixels) as im:
+        try:
+            im.load()
+        except OSError as err:
+            raise ImageReadError(
+                f"{path} could not be decoded ({err}); the file is probably truncated. "
+                "Re-download it or delete it.") from None
+        return _to_gray(im)
+
+
+@contextlib.contextmanager
+def open_image(path: str | os.PathLike, max_pixels: int = MAX_PIXELS) -> Iterator[Image.Image]:
+    """Open an image with Pillow (header only), refusing unreadable and oversized files.
+
+    Yields:
+        The lazily loaded :class:`PIL.Image.Image` (closed on exit).
+
+    Raises:
+        ImageReadError: Not an image, or more than ``max_pixels`` pixels.
+    """
+    path = Path(path)
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
-            with Image.open(path) as im:
-                _check_size(path, im.size, max_pixels)
-                im.load()
-                return _to_gray(im)
-    except (UnidentifiedImageError, Image.DecompressionBombError, Image.DecompressionBombWarning) as err:
+            im = Image.open(path)
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as err:
+        raise ImageReadError(f"{path} is too large ({err}); downscale it first.") from None
+    except (UnidentifiedImageError, OSError) as err:
         raise ImageReadError(f"{path} is not a readable image ({err}).") from None
-    except OSError as err:
-        raise ImageReadError(
-            f"{path} could not be decoded ({err}); the file is probably truncated. "
-            "Re-download it or delete it.") from None
+    with im:
+        _check_size(path, im.size, max_pixels)
+        yield im
 
 
 def _check_size(path: Path, size: tuple[int, int], max_pixels: int) -> None:
     w, h = size
     if w * h > max_pixels:
         raise ImageReadError(
-            f"{path} is {w}x{h} pixels, more than the {max_pixels:,} allowed; "
+            f"{path} is too large ({w}x{h} pixels, more than the {max_pixels:,} allowed); "
             "downscale it first (chest X-rays rarely exceed 3,000 px a side).")
 
 

@@ -56,7 +56,7 @@ SHORTCUT_RATE = 0.9
 SHORTCUT_NORMAL_RATE = 0.05
 
 _SPLIT_CODE = {"train": 0, "val": 1, "test": 2}
-_VERSION = 1
+_VERSION = 7  # bump when the drawing changes: existing datasets are regenerated
 
 
 @dataclass(frozen=True)
@@ -76,10 +76,11 @@ class PhantomSpec:
     size: int = DEFAULT_SIZE
     shortcut: bool = False
     shortcut_test: bool = False
+    version: int = _VERSION
 
     def to_json(self) -> dict:
         return {
-            "version": _VERSION,
+            "version": self.version,
             "seed": self.seed,
             "counts": {k: list(v) for k, v in self.counts.items()},
             "size": self.size,
@@ -95,6 +96,7 @@ class PhantomSpec:
             size=int(obj["size"]),
             shortcut=bool(obj["shortcut"]),
             shortcut_test=bool(obj["shortcut_test"]),
+            version=int(obj.get("version", 0)),
         )
 
 
@@ -200,27 +202,44 @@ def _point_in(mask: np.ndarray, rng: np.random.Generator, x, y, margin: float) -
     return float(x[0, xs[i]]), float(y[ys[i], 0])
 
 
+#: Lesion appearance: (radius range, opacity range) in normalised units / intensity.
+LESIONS = {
+    "bacteria": {"radius": (0.18, 0.26), "opacity": (0.36, 0.48), "per_lung": (1, 1)},
+    "virus": {"radius": (0.12, 0.17), "opacity": (0.3, 0.4), "per_lung": (1, 2)},
+}
+
+
 def _lesions(x, y, lungs, kind, rng) -> tuple[np.ndarray, np.ndarray]:
-    """Opacity to add (in [0, 0.5]) and the boolean lesion mask."""
-    lung_any = np.maximum(*lungs)
+    """Opacity to add (in [0, 0.4]) and the boolean lesion mask.
+
+    ``bacteria``: one focal consolidation in one lung; ``virus``: patches in both
+    lungs. Opacities are mottled (alveolar filling is patchy) and stay inside the
+    lung fields; the mask is where a lesion's shape exceeds half its strength.
+    """
+    spec = LESIONS[kind]
+    sides = [int(rng.integers(2))] if kind == "bacteria" else [0, 1]
     opacity = np.zeros_like(x)
-    if kind == "bacteria":
-        side = int(rng.integers(2))
-        cx, cy = _point_in(lungs[side], rng, x, y, 0.97)
-        opacity = rng.uniform(0.28, 0.4) * _blob(x, y, cx, cy, rng.uniform(0.12, 0.19), rng)
-    else:
-        for side in (0, 1):
-            for _ in range(int(rng.integers(2, 4))):
-                cx, cy = _point_in(lungs[side], rng, x, y, 0.95)
-                patch = rng.uniform(0.2, 0.3) * _blob(x, y, cx, cy, rng.uniform(0.07, 0.11), rng)
-                opacity = np.maximum(opacity, patch)
-    opacity = opacity * lung_any
-    mask = (opacity > 0.1) & (lung_any > 0.5)
-    return opacity, mask
+    shape = np.zeros_like(x)
+    for side in sides:
+        lo, hi = spec["per_lung"]
+        for _ in range(int(rng.integers(lo, hi + 1))):
+            cx, cy = _point_in(lungs[side], rng, x, y, 0.99)
+            blob = _blob(x, y, cx, cy, rng.uniform(*spec["radius"]), rng)
+            fx, fy, px, py = rng.uniform(14, 22), rng.uniform(14, 22), *rng.uniform(0, 2 * np.pi, 2)
+            mottle = 0.85 + 0.15 * np.cos(fx * x + px) * np.cos(fy * y + py)
+            opacity = np.maximum(opacity, rng.uniform(*spec["opacity"]) * blob * mottle)
+            shape = np.maximum(shape, blob)
+    lung_any = np.maximum(*lungs)
+    return opacity * lung_any, (shape > 0.5) & (lung_any > 0.5)
 
 
-def _render(rng: np.random.Generator, a: dict, h: int, w: int, kind: str):
-    """One radiograph (float in [0, 1], shape (h, w)) and its lesion mask (bool)."""
+def _render(rng: np.random.Generator, a: dict, h: int, w: int, kind: str,
+            lesion_rng: np.random.Generator):
+    """One radiograph (float in [0, 1], shape (h, w)) and its lesion mask (bool).
+
+    Lesions draw from their own stream, so rendering the same study with
+    ``kind="normal"`` gives its exact lesion-free twin.
+    """
     # Small per-study jitter of the patient's anatomy: position and exposure.
     sx, sy = rng.uniform(-0.04, 0.04, size=2)
     x = np.linspace(-a["aspect"], a["aspect"], w)[None, :] - sx
@@ -248,10 +267,10 @@ def _render(rng: np.random.Generator, a: dict, h: int, w: int, kind: str):
             ribs = np.maximum(ribs, _soft(0.018 - np.abs(y - centre), 0.006) * (u > 0.06))
         clav = -0.7 + 0.12 * (u - 0.1) - 0.05 * (u - 0.1) ** 2
         ribs = np.maximum(ribs, 1.6 * _soft(0.022 - np.abs(y - clav), 0.006) * (u > 0.08) * (u < 0.7))
-    img += 0.10 * ribs * body
+    img += 0.07 * ribs * body
     opacity, mask = (np.zeros_like(x), np.zeros(x.shape, bool))
     if kind != "normal":
-        opacity, mask = _lesions(x, y, lungs, kind, rng)
+        opacity, mask = _lesions(x, y, lungs, kind, lesion_rng)
     img += opacity
     # Exposure: gamma and gain vary per study.
     img = np.clip(img, 0, 1) ** rng.uniform(0.85, 1.2) * a["exposure"] * rng.uniform(0.95, 1.05)
@@ -296,7 +315,9 @@ def render_one(seed: int, split: str, label: int, patient: int, index: int, kind
         label: 0 (NORMAL) or 1 (PNEUMONIA).
         patient: Patient number: images of one patient share their anatomy.
         index: Image number within the patient.
-        kind: ``"normal"``, ``"bacteria"`` or ``"virus"``.
+        kind: ``"normal"``, ``"bacteria"`` or ``"virus"``. A PNEUMONIA study
+            rendered with ``kind="normal"`` is its lesion-free twin (same pixels
+            everywhere but where the lesions were).
         size: Nominal image height in pixels.
 
     Returns:
@@ -306,13 +327,15 @@ def render_one(seed: int, split: str, label: int, patient: int, index: int, kind
     """
     patient_rng = np.random.default_rng([seed, label, patient])
     anatomy = _anatomy(patient_rng)
-    # Kaggle's PNEUMONIA images are smaller than its NORMAL ones; so are these.
-    base = size * patient_rng.uniform(0.92, 1.1) * (0.9 if label == 1 else 1.0)
+    # Sizes vary per patient but not per class: on Kaggle PNEUMONIA images are smaller,
+    # a shortcut the phantom leaves out so that the lesions are the signal.
+    base = size * patient_rng.uniform(0.9, 1.12)
     h = int(round(base))
     w = int(round(base * anatomy["aspect"] * 0.9))
     rng = np.random.default_rng([seed, _SPLIT_CODE[split], label, patient, index, 1])
+    lesion_rng = np.random.default_rng([seed, _SPLIT_CODE[split], label, patient, index, 3])
     # Anatomy is smooth: draw it at half resolution and upsample (4x faster).
-    small, small_mask = _render(rng, anatomy, (h + 1) // 2, (w + 1) // 2, kind)
+    small, small_mask = _render(rng, anatomy, (h + 1) // 2, (w + 1) // 2, kind, lesion_rng)
     img = np.asarray(Image.fromarray(small.astype(np.float32), mode="F").resize((w, h), Image.BICUBIC))
     mask = np.asarray(Image.fromarray(small_mask.astype(np.float32), mode="F").resize((w, h), Image.BILINEAR)) > 0.5
     pil = _finish(img, rng, left_marker=patient_rng.random() < 0.8)

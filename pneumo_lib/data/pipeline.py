@@ -20,9 +20,10 @@ from pathlib import Path
 from typing import Sequence
 
 import numpy as np
+from PIL import Image
 
 from pneumo_lib._tf import keras, tf
-from pneumo_lib.data.images import DICOM_SUFFIXES, read_image
+from pneumo_lib.data.images import DICOM_SUFFIXES, ImageReadError, read_image
 from pneumo_lib.data.layout import mask_path
 from pneumo_lib.data.splits import SplitManifest
 from pneumo_lib.profiles import Profile, get_profile
@@ -56,17 +57,41 @@ def _read_python(path) -> np.ndarray:
     return read_image(path.decode() if isinstance(path, bytes) else str(path))[..., None]
 
 
-def decode(path, use_python: bool = False):
+def needs_python(path: str | os.PathLike) -> bool:
+    """True for files TensorFlow cannot decode itself: DICOM, and CMYK/YCCK JPEGs.
+
+    Reads only the file header (with Pillow); raises :class:`ImageReadError`
+    naming the file if even the header is unreadable (empty or not an image).
+    """
+    path = Path(path)
+    if path.suffix.lower() in DICOM_SUFFIXES:
+        return True
+    try:
+        with Image.open(path) as im:
+            return im.mode in ("CMYK", "YCbCr") or im.format not in ("JPEG", "PNG")
+    except (OSError, ValueError) as err:
+        raise ImageReadError(f"{path} is not a readable image ({err}); run `pneumo data audit` "
+                             "on the dataset to list every bad file.") from None
+
+
+def decode(path, use_python=False):
     """Read one image file to a float32 tensor ``(H, W, 1)`` in ``[0, 1]``.
 
-    JPEG and PNG (8- or 16-bit) are decoded by TensorFlow; DICOM (and anything
-    when ``use_python``) goes through :func:`pneumo_lib.data.images.read_image`.
+    JPEG and PNG (8- or 16-bit) are decoded by TensorFlow; where ``use_python``
+    (a bool or a boolean tensor, see :func:`needs_python`) the file goes through
+    :func:`pneumo_lib.data.images.read_image` instead.
     """
-    if use_python:
-        image = tf.numpy_function(_read_python, [path], tf.float32, stateful=False)
-        return tf.ensure_shape(image, [None, None, 1])
-    raw = tf.io.read_file(path)
-    image = tf.io.decode_image(raw, channels=1, expand_animations=False, dtype=tf.float32)
+    def by_python():
+        return tf.numpy_function(_read_python, [path], tf.float32, stateful=False)
+
+    def by_tf():
+        raw = tf.io.read_file(path)
+        return tf.io.decode_image(raw, channels=1, expand_animations=False, dtype=tf.float32)
+
+    if isinstance(use_python, bool):
+        image = by_python() if use_python else by_tf()
+    else:
+        image = tf.cond(use_python, by_python, by_tf)
     return tf.ensure_shape(image, [None, None, 1])
 
 
@@ -111,10 +136,16 @@ def make_dataset(paths: Sequence[str | os.PathLike], labels=None, *, image_size:
     files = [str(p) for p in paths]
     if not files:
         raise ValueError("make_dataset got no image paths.")
-    use_python = any(Path(f).suffix.lower() in DICOM_SUFFIXES for f in files)
+    python_flags = [needs_python(f) for f in files]
     ds = tf.data.Dataset.from_tensor_slices(files)
-    ds = ds.map(lambda p: resize(decode(p, use_python), image_size, aspect),
-                num_parallel_calls=AUTOTUNE, deterministic=True)
+    if any(python_flags):
+        flags = tf.data.Dataset.from_tensor_slices(python_flags)
+        ds = tf.data.Dataset.zip(ds, flags).map(
+            lambda p, f: resize(decode(p, f), image_size, aspect),
+            num_parallel_calls=AUTOTUNE, deterministic=True)
+    else:
+        ds = ds.map(lambda p: resize(decode(p), image_size, aspect),
+                    num_parallel_calls=AUTOTUNE, deterministic=True)
     if labels is not None:
         y = np.asarray(labels, dtype=np.float32).reshape(-1)
         if len(y) != len(files):
@@ -231,8 +262,6 @@ def load_marker_masks(paths: Sequence[str | os.PathLike], image_size: int, aspec
         if box is None:
             masks.append(np.zeros((1, 1), bool))
             continue
-        from PIL import Image
-
         with Image.open(p) as im:
             w, h = im.size
         m = np.zeros((h, w), bool)

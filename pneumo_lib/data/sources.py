@@ -10,6 +10,7 @@
 
 from __future__ import annotations
 
+import fcntl
 import sys
 from pathlib import Path
 
@@ -45,10 +46,16 @@ def ensure_phantom(scale: str = "quick", seed: int = 42, shortcut: bool = False,
     root = phantom_root(scale, seed, shortcut)
     if (root / "chest_xray").is_dir() and phantom.read_spec(root) == spec:
         return root / "chest_xray"
-    if verbose:
-        print(f"Generating the phantom dataset ({scale}, seed {seed}"
-              f"{', shortcut' if shortcut else ''}) in {root} ...", file=sys.stderr)
-    return phantom.generate_phantom(root, spec, force=True)
+    root.parent.mkdir(parents=True, exist_ok=True)
+    # One generator at a time: other processes (a second notebook, a test run) wait here.
+    with open(root.parent / f".{root.name}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if (root / "chest_xray").is_dir() and phantom.read_spec(root) == spec:
+            return root / "chest_xray"
+        if verbose:
+            print(f"Generating the phantom dataset ({scale}, seed {seed}"
+                  f"{', shortcut' if shortcut else ''}) in {root} ...", file=sys.stderr)
+        return phantom.generate_phantom(root, spec, force=True)
 
 
 def ensure_dataset(profile: str | Profile = "quick", *, shortcut: bool = False,

@@ -1,0 +1,182 @@
+"""The tf.data pipeline and array loaders: shapes, ranges, order, masks aligned with lesions."""
+
+from __future__ import annotations
+
+import numpy as np
+import pydicom
+import pytest
+from _data_helpers import make_tiny, tree_digest
+from PIL import Image
+from pydicom.dataset import FileMetaDataset
+from pydicom.uid import ExplicitVRLittleEndian, generate_uid
+
+from pneumo_lib import data
+from pneumo_lib.data import pipeline
+
+
+@pytest.fixture(scope="module")
+def ds(tmp_path_factory):
+    return make_tiny(tmp_path_factory.mktemp("pipe") / "ds", seed=2, size=96)
+
+
+@pytest.fixture(scope="module")
+def manifest(ds):
+    return data.make_splits(ds, seed=0, save=False)
+
+
+def test_batches_have_the_promised_shapes_ranges_and_labels(manifest):
+    paths, labels = manifest.paths("train"), manifest.labels("train")
+    batches = list(data.make_dataset(paths, labels, image_size=32, batch_size=5))
+    assert [len(y) for _, y in batches][:-1] == [5] * (len(batches) - 1)
+    x = np.concatenate([b[0].numpy() for b in batches])
+    y = np.concatenate([b[1].numpy() for b in batches])
+    assert x.shape == (len(paths), 32, 32, 1) and x.dtype == np.float32
+    assert 0.0 <= x.min() and x.max() <= 1.0 and x.std() > 0.05
+    np.testing.assert_array_equal(y, labels.astype(np.float32))  # unshuffled: manifest order
+
+
+def test_three_channels_repeat_the_gray_image_and_arrays_match_the_pipeline(manifest):
+    paths = manifest.paths("test")
+    gray = data.load_images(paths, 40)
+    rgb = data.load_images(paths, 40, channels=3)
+    assert rgb.shape == gray.shape[:3] + (3,)
+    for c in range(3):
+        np.testing.assert_array_equal(rgb[..., c], gray[..., 0])
+    x, y = data.load_split(manifest, "test", 40)
+    np.testing.assert_array_equal(x, gray)
+    np.testing.assert_array_equal(y, manifest.labels("test").astype(np.float32))
+    # The same pixels a PIL-free check gives: the mean of a flat region survives resizing.
+    direct = data.read_image(paths[0])
+    assert abs(float(gray[0].mean()) - float(direct.mean())) < 0.02
+
+
+def test_shuffle_is_seeded_and_reshuffles_each_epoch(manifest):
+    paths, labels = manifest.paths("train"), manifest.labels("train")
+
+    def order(seed):
+        d = data.make_dataset(paths, np.arange(len(paths)), image_size=16, batch_size=64, shuffle=True, seed=seed)
+        return [np.concatenate([y.numpy() for _, y in d]) for _ in range(2)]
+
+    a, b = order(1), order(1)
+    np.testing.assert_array_equal(a[0], b[0])
+    assert sorted(a[0]) == list(range(len(paths)))
+    assert not np.array_equal(a[0], a[1])
+    assert not np.array_equal(a[0], order(2)[0])
+
+
+def test_augmentation_changes_pixels_keeps_range_and_labels(manifest):
+    paths, labels = manifest.paths("train")[:8], manifest.labels("train")[:8]
+    plain = next(iter(data.make_dataset(paths, labels, image_size=32, batch_size=8)))
+    aug = next(iter(data.make_dataset(paths, labels, image_size=32, batch_size=8, augment=True, seed=3)))
+    np.testing.assert_array_equal(plain[1].numpy(), aug[1].numpy())
+    xa = aug[0].numpy()
+    assert 0.0 <= xa.min() and xa.max() <= 1.0
+    assert np.abs(xa - plain[0].numpy()).mean() > 0.01
+
+
+def test_masks_sit_on_the_lesions(manifest):
+    paths = manifest.paths("train")
+    labels = manifest.labels("train")
+    masks = data.load_masks(paths, 48)
+    assert masks.shape == (len(paths), 48, 48)
+    assert set(np.unique(masks)) <= {0.0, 1.0}
+    assert masks[labels == 0].sum() == 0 and (masks[labels == 1].sum(axis=(1, 2)) > 0).all()
+    # Lesions are opacities: brighter under the mask than the lungs' average elsewhere.
+    x = data.load_images(paths, 48)[..., 0]
+    for img, m in zip(x[labels == 1], masks[labels == 1]):
+        assert img[m > 0].mean() > img[(m == 0)].mean() - 0.05
+
+
+def test_marker_masks_follow_the_recorded_boxes(tmp_path):
+    ds = make_tiny(tmp_path / "sc", seed=2, size=96, shortcut=True,
+                   counts={"train": (4, 10), "val": (1, 1), "test": (2, 2)})
+    boxes = data.marker_boxes(ds)
+    paths = sorted((ds / "train" / "PNEUMONIA").glob("*.jpeg"))
+    masks = data.load_marker_masks(paths, 48)
+    x = data.load_images(paths, 48)[..., 0]
+    for p, m, img in zip(paths, masks, x):
+        if f"train/PNEUMONIA/{p.name}" in boxes:
+            assert m.sum() >= 4 and img[m > 0].max() > 0.8
+        else:
+            assert m.sum() == 0
+    assert data.load_marker_masks(sorted((ds / "test" / "PNEUMONIA").glob("*.jpeg")), 48).sum() == 0
+
+
+def test_masks_of_non_phantom_pneumonia_images_are_refused(tmp_path):
+    folder = tmp_path / "chest_xray" / "test" / "PNEUMONIA"
+    folder.mkdir(parents=True)
+    Image.new("L", (20, 20), 100).save(folder / "person1_virus_1.jpeg")
+    with pytest.raises(FileNotFoundError, match="person1_virus_1.*phantom data"):
+        data.load_masks([folder / "person1_virus_1.jpeg"], 16)
+
+
+def test_cmyk_dicom_and_16_bit_png_go_through_the_pipeline(tmp_path):
+    flat = np.full((24, 24, 3), 128, np.uint8)
+    Image.fromarray(flat).convert("CMYK").save(tmp_path / "cmyk file.jpeg", quality=95)
+    Image.fromarray(np.full((24, 24), 32768, np.uint16)).save(tmp_path / "g16.png")
+    meta = FileMetaDataset()
+    meta.MediaStorageSOPClassUID = "1.2.840.10008.5.1.4.1.1.1.1"
+    meta.MediaStorageSOPInstanceUID = generate_uid()
+    meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    dcm = pydicom.Dataset()
+    dcm.file_meta = meta
+    dcm.Rows = dcm.Columns = 24
+    dcm.SamplesPerPixel, dcm.PhotometricInterpretation = 1, "MONOCHROME1"
+    dcm.BitsAllocated, dcm.BitsStored, dcm.HighBit, dcm.PixelRepresentation = 16, 12, 11, 0
+    pixels = np.zeros((24, 24), np.uint16)
+    pixels[:, 12:] = 4000  # right half dense: dark on MONOCHROME1 film
+    dcm.PixelData = pixels.tobytes()
+    dcm.save_as(tmp_path / "film.dcm", enforce_file_format=True)
+    files = [tmp_path / "cmyk file.jpeg", tmp_path / "g16.png", tmp_path / "film.dcm"]
+    assert [pipeline.needs_python(f) for f in files] == [True, False, True]
+    x = data.load_images(files, 8)
+    assert abs(x[0].mean() - 128 / 255) < 0.02
+    assert abs(x[1].mean() - 0.5) < 0.01
+    assert x[2][:, :3].min() > 0.99 and x[2][:, -3:].max() < 0.01
+
+
+def test_unreadable_file_is_named_before_any_batch(tmp_path):
+    (tmp_path / "bad.jpeg").write_bytes(b"")
+    with pytest.raises(data.ImageReadError, match="bad.jpeg"):
+        data.make_dataset([tmp_path / "bad.jpeg"], image_size=8)
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    ({"channels": 2}, "channels must be 1"),
+    ({"aspect": "squash"}, "aspect must be one of"),
+    ({"image_size": 4}, "at least 8"),
+])
+def test_bad_arguments(manifest, kwargs, message):
+    args = {"image_size": 16, **kwargs}
+    with pytest.raises(ValueError, match=message):
+        data.make_dataset(manifest.paths("test"), **args)
+
+
+def test_aspect_modes_on_a_wide_image(tmp_path):
+    wide = np.zeros((20, 40), np.uint8)
+    wide[:, 10:30] = 255  # a white centre square between black side bands
+    Image.fromarray(wide).save(tmp_path / "wide.png")
+    f = [tmp_path / "wide.png"]
+    stretch = data.load_images(f, 20, aspect="stretch")[0, ..., 0]
+    pad = data.load_images(f, 20, aspect="pad")[0, ..., 0]
+    crop = data.load_images(f, 20, aspect="crop")[0, ..., 0]
+    assert stretch[:, 8:12].min() > 0.99 and stretch[:, :3].max() < 0.01  # bands squeezed
+    assert pad[:4].max() == 0 and pad[-4:].max() == 0 and pad[10, 8:12].min() > 0.99  # letterboxed
+    assert crop.min() > 0.99  # the centre square only
+
+
+def test_reading_changes_nothing(ds, manifest):
+    before = tree_digest(ds.parent)
+    data.load_images(manifest.paths("test"), 24)
+    data.load_masks(manifest.paths("test"), 24)
+    list(data.split_dataset(manifest, "train", "quick"))
+    assert tree_digest(ds.parent) == before
+
+
+def test_split_dataset_uses_the_profile(manifest):
+    d = data.split_dataset(manifest, "train", "quick", shuffle=False, augment=False)
+    x, y = next(iter(d))
+    assert x.shape[1:] == (64, 64, 1) and x.shape[0] == min(32, len(manifest.paths("train")))
+    weights = data.class_weights(manifest.labels("train"))
+    n = len(manifest.labels("train"))
+    assert weights[1] == pytest.approx(n / (2 * manifest.labels("train").sum()))

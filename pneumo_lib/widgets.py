@@ -279,6 +279,7 @@ class _ExplainerView(W.VBox):
         upload = uploads.Upload.from_widget(change["new"])
         if upload is not None:
             self.explain_upload(upload)
+            self.upload.value = ()  # drop the bytes from the kernel (and allow the same file again)
 
 
 class AppView(_ExplainerView):

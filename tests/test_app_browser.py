@@ -1,0 +1,241 @@
+"""The web app end to end: ``pneumo serve`` driven by headless Debian Chromium through Playwright.
+
+The server runs without ``--model``, so it serves the quick-profile scratch CNN from the model
+cache (training it first on a fresh checkout, as CI does). Every answer on the page is checked
+against the library's own answer for the same bytes, computed here in the test process, and
+against the true class of images the model classifies confidently. Upload-to-overlay times are
+printed (a benchmark, not an assertion). Needs /usr/bin/chromium (``make test`` installs it when
+run as root); skipped, saying so, without it.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+from _upload_files import dicom_monochrome1, png_bytes, rgba
+from PIL import Image
+
+CHROMIUM = "/usr/bin/chromium"
+FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+         "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+PNEUMO = str(Path(sys.executable).parent / "pneumo")
+#: Seconds to wait for the server: on an empty model cache it trains the model first.
+STARTUP_TIMEOUT = 900
+PAGE_TIMEOUT_MS = 180_000
+ANSWER_TIMEOUT_MS = 90_000
+
+pytestmark = pytest.mark.skipif(
+    not os.path.exists(CHROMIUM),
+    reason="browser test needs Debian's chromium at /usr/bin/chromium "
+    "(`make test` installs it when run as root; or: apt-get install chromium)")
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    """``pneumo serve --port N`` on loopback; yields its URL; stopped (SIGTERM) afterwards."""
+    port = _free_port()
+    log_path = tmp_path_factory.mktemp("serve") / "serve.log"
+    log = open(log_path, "w")
+    proc = subprocess.Popen([PNEUMO, "serve", "--port", str(port)], stdout=log,
+                            stderr=subprocess.STDOUT, start_new_session=True)
+    deadline = time.monotonic() + STARTUP_TIMEOUT
+    try:
+        while True:
+            if proc.poll() is not None:
+                pytest.fail(f"pneumo serve exited with {proc.returncode}:\n{log_path.read_text()}")
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=1).close()
+                break
+            except OSError:
+                if time.monotonic() > deadline:
+                    pytest.fail(f"pneumo serve did not listen within {STARTUP_TIMEOUT} s:\n{log_path.read_text()}")
+                time.sleep(0.5)
+        yield f"http://127.0.0.1:{port}/"
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+        log.close()
+
+
+@pytest.fixture(scope="module")
+def library(server):
+    """The served model and the library's answers, computed in this process."""
+    from pneumo_lib import app, data, experiments, uploads, widgets
+
+    cached = experiments.cached_training(app.DEFAULT_MODEL, "quick")
+    threshold = app.decision_threshold(cached.path)
+    size, channels = cached.model.input_shape[1], cached.model.input_shape[-1]
+
+    def answer(name: str, content: bytes) -> str:
+        image = uploads.read_upload(uploads.Upload(name, content), size, channels)
+        explanation = widgets.explain(cached.model, image, threshold=threshold)
+        return f"{name}: {explanation.summary()} (uploaded)"
+
+    test_dir = data.ensure_dataset("quick") / "test"
+    confident = {}
+    for label, cls in enumerate(data.CLASSES):
+        files = sorted((test_dir / cls).iterdir())[:40]
+        p = widgets.probabilities(cached.model, data.load_images(files, size, channels))
+        order = np.argsort(-p if label else p)  # most confident first
+        confident[cls] = [files[i] for i in order[:2]]
+    return answer, confident
+
+
+@pytest.fixture(scope="module")
+def browser():
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as pw:
+        chromium = pw.chromium.launch(executable_path=CHROMIUM, args=FLAGS)
+        yield pw, chromium
+        chromium.close()
+
+
+def _open(chromium, url):
+    page = chromium.new_page()
+    page.goto(url, timeout=PAGE_TIMEOUT_MS)
+    page.wait_for_selector("button.widget-upload", timeout=PAGE_TIMEOUT_MS)
+    return page
+
+
+@pytest.fixture(scope="module")
+def page(browser, server):
+    page = _open(browser[1], server)
+    yield page
+    page.close()
+
+
+def _start_upload(page, name: str, content: bytes) -> float:
+    """Choose a file in the page's upload button, as a user does; returns the start time.
+
+    The file is written to a fresh temporary folder first (the browser reads it from disk).
+    """
+    folder = Path(tempfile.mkdtemp(prefix="pneumo-browser-"))
+    (folder / name).write_bytes(content)
+    with page.expect_file_chooser() as chooser:
+        page.click("button.widget-upload")
+    start = time.perf_counter()
+    chooser.value.set_files(str(folder / name))
+    return start
+
+
+def _wait_overlay(page, name: str) -> str:
+    """Wait until the overlay of ``name`` is decoded on screen; returns the result line."""
+    page.wait_for_function(
+        """name => { const img = document.querySelector('img.pneumo-overlay');
+                     return img && img.alt.endsWith(': ' + name) && img.complete && img.naturalWidth > 0; }""",
+        arg=name, timeout=ANSWER_TIMEOUT_MS)
+    return page.inner_text(".pneumo-result")
+
+
+def _upload(page, name: str, content: bytes) -> tuple[str, float]:
+    start = _start_upload(page, name, content)
+    text = _wait_overlay(page, name)
+    return text, time.perf_counter() - start
+
+
+def _upload_error(page, name: str, content: bytes) -> str:
+    _start_upload(page, name, content)
+    error = page.wait_for_selector(f".pneumo-error:has-text('{name}')", timeout=ANSWER_TIMEOUT_MS)
+    return error.inner_text()
+
+
+def test_page_says_which_model_answers(page):
+    note = page.inner_text(".pneumo-model-note")
+    assert "quick-profile scratch CNN" in note and "phantom" in note
+    assert "Decision threshold" in note
+
+
+def test_phantom_and_kaggle_uploads_show_prediction_and_overlay(page, library, capsys):
+    from pneumo_lib import paths
+    from pneumo_lib.data.sample import download_sample
+
+    answer, confident = library
+    phantom = confident["PNEUMONIA"][0]
+    sample_dir = paths.dataset_dir("sample")
+    if not sample_dir.is_dir():
+        download_sample()
+    kaggle = sample_dir / "val" / "PNEUMONIA" / "person1946_bacteria_4874.jpeg"
+    times = {}
+    for path in (phantom, kaggle):
+        text, seconds = _upload(page, path.name, path.read_bytes())
+        assert text == answer(path.name, path.read_bytes())
+        times[path.name] = seconds
+        link = page.get_attribute("a.pneumo-download", "href")
+        assert link.startswith("data:image/png;base64,") and len(link) > 1000
+    assert f"{phantom.name}: PNEUMONIA" in answer(phantom.name, phantom.read_bytes())
+    with capsys.disabled():
+        for name, seconds in times.items():
+            print(f"\n[benchmark] upload to overlay on screen: {seconds:.2f} s ({name})", end="")
+
+
+def test_bad_uploads_get_readable_errors_and_the_page_keeps_serving(page, library):
+    answer, confident = library
+    jpeg = confident["PNEUMONIA"][0].read_bytes()
+    assert "is not a readable image" in _upload_error(page, "notes.jpg", b"Dear diary,\n" * 50)
+    assert "truncated" in _upload_error(page, "cut.jpeg", jpeg[: len(jpeg) // 3])
+    huge = b"\x89PNG\r\n\x1a\n" + bytes(21 * 2**20)
+    assert "the limit is 20 MB" in _upload_error(page, "huge.png", huge)
+    assert "not a JPEG, PNG or DICOM" in _upload_error(page, "notes.txt", b"hello")
+    text, _ = _upload(page, "again.jpeg", jpeg)
+    assert text == answer("again.jpeg", jpeg)
+
+
+def test_16bit_png_rgba_png_and_monochrome1_dicom_answer_like_the_jpeg(page, library):
+    answer, confident = library
+    gray8 = np.asarray(Image.open(confident["PNEUMONIA"][0]).convert("L"))
+    variants = {
+        "scan16.png": png_bytes(gray8.astype(np.uint16) * 257),
+        "scan-rgba.png": png_bytes(rgba(gray8)),
+        "scan.dcm": dicom_monochrome1(gray8),
+    }
+    for name, content in variants.items():
+        text, _ = _upload(page, name, content)
+        assert text == answer(name, content)
+        assert text.startswith(f"{name}: PNEUMONIA"), text
+
+
+def test_four_browsers_uploading_at_once_are_all_answered(browser, server, library, capsys):
+    answer, confident = library
+    pw, _ = browser
+    files = confident["NORMAL"] + confident["PNEUMONIA"]
+    browsers = [pw.chromium.launch(executable_path=CHROMIUM, args=FLAGS) for _ in files]
+    try:
+        pages = [b.new_page() for b in browsers]
+        start = time.perf_counter()
+        for p in pages:
+            p.goto(server, wait_until="commit", timeout=PAGE_TIMEOUT_MS)
+        for p in pages:
+            p.wait_for_selector("button.widget-upload", timeout=PAGE_TIMEOUT_MS)
+        loaded = time.perf_counter() - start
+        starts = [_start_upload(p, f.name, f.read_bytes()) for p, f in zip(pages, files)]
+        texts = [_wait_overlay(p, f.name) for p, f in zip(pages, files)]
+        answered = time.perf_counter() - min(starts)
+    finally:
+        for b in browsers:
+            b.close()
+    for text, path in zip(texts, files):
+        assert text == answer(path.name, path.read_bytes())
+        assert text.startswith(f"{path.name}: {path.parent.name} ")
+    with capsys.disabled():
+        print(f"\n[benchmark] 4 browsers: pages ready in {loaded:.1f} s, all 4 uploads answered "
+              f"{answered:.2f} s after the first", end="")

@@ -31,6 +31,7 @@ __all__ = [
     "localization_scores",
     "center_map",
     "random_map",
+    "grid_oracle",
     "deletion_curve",
     "insertion_curve",
     "curve_area",
@@ -148,6 +149,28 @@ def center_map(shape: tuple[int, int, int], *, sigma: float = 0.25) -> np.ndarra
 def random_map(shape: tuple[int, int, int], *, seed: int = 0) -> np.ndarray:
     """The random baseline: independent uniform noise, ``(N, H, W)`` float32 in ``[0, 1)``."""
     return np.random.default_rng(seed).random(shape, dtype=np.float32)
+
+
+def grid_oracle(masks, grid: int) -> np.ndarray:
+    """The best map a CAM on a ``grid x grid`` feature map can draw: the lesion masks averaged
+    over the grid's cells, upsampled bilinearly like a CAM and scaled to ``[0, 1]``.
+
+    Its pointing game is an upper bound set by resolution alone: a 64-pixel input explained at
+    a 4 x 4 layer cannot point more precisely than a 16-pixel cell.
+
+    Args:
+        masks: ``(N, H, W)`` lesion masks; ``H`` and ``W`` divisible by ``grid``.
+        grid: Side of the feature map (e.g. 4 for ``block5_conv`` at 64 px).
+
+    Returns:
+        ``(N, H, W)`` float32 in ``[0, 1]``.
+    """
+    lesions = np.asarray(masks, dtype=np.float32)
+    n, h, w = lesions.shape
+    if grid < 1 or h % grid or w % grid:
+        raise ValueError(f"grid must divide the mask size {h}x{w}; got {grid}.")
+    coarse = lesions.reshape(n, grid, h // grid, grid, w // grid).mean(axis=(2, 4))
+    return cam._normalise(coarse, (h, w))
 
 
 # --------------------------------------------------------------------------- causal curves

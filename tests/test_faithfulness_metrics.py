@@ -75,6 +75,16 @@ def test_baseline_maps():
     assert not np.array_equal(noise, F.random_map((3, 8, 8), seed=2))
 
 
+def test_grid_oracle_bounds_the_pointing_game_by_resolution():
+    masks = np.zeros((2, 16, 16), bool)
+    masks[0, 4:8, 4:8] = True  # exactly one cell of a 4 x 4 grid: its centre is inside
+    masks[1, 7, 7] = True  # the corner pixel of an inner cell: the peak, mid-cell, misses it
+    np.testing.assert_array_equal(F.grid_oracle(masks, 16), masks.astype(np.float32))
+    assert F.pointing_hits(F.grid_oracle(masks, 4), masks).tolist() == [True, False]
+    with pytest.raises(ValueError, match="grid must divide"):
+        F.grid_oracle(masks, 5)
+
+
 def test_curve_area_trapezoid():
     x = np.linspace(0, 1, 5)
     np.testing.assert_allclose(F.curve_area(x, [1 - x, np.ones(5)]), [0.5, 1.0])

@@ -31,6 +31,7 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 book: $(STAMP)
+	$(BIN)/pneumo data prepare --profile $(PROFILE)
 	$(BIN)/pneumo book run --profile $(PROFILE) --report _build/chapter-times.txt
 	$(BIN)/jupyter-book build . --quiet
 	@echo

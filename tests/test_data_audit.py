@@ -10,7 +10,8 @@ from _data_helpers import make_tiny, tree_digest
 from PIL import Image
 
 from pneumo_lib.cli import main
-from pneumo_lib.data import audit, layout
+from pneumo_lib.data import layout
+from pneumo_lib.data.audit import audit
 
 
 @pytest.fixture
@@ -19,7 +20,7 @@ def ds(tmp_path):
 
 
 def test_clean_dataset_passes_with_exact_counts(ds):
-    report = audit.audit(ds)
+    report = audit(ds)
     assert report.ok, report.summary()
     assert report.counts == {"train": {"NORMAL": 6, "PNEUMONIA": 10}, "val": {"NORMAL": 2, "PNEUMONIA": 2},
                              "test": {"NORMAL": 3, "PNEUMONIA": 5}}
@@ -37,7 +38,7 @@ def test_bad_files_are_named_and_skipped_never_deleted(ds):
     Image.new("1", (12_000, 12_000)).save(folder / "person903_virus_4.png")
     Image.fromarray(np.full((40, 40, 3), 90, np.uint8)).convert("CMYK").save(folder / "person904_virus_5.jpeg")
     before = tree_digest(ds.parent)
-    report = audit.audit(ds)
+    report = audit(ds)
     unreadable = dict(report.unreadable)
     assert set(unreadable) == {f"train/PNEUMONIA/{n}" for n in (
         "person900_bacteria_1.jpeg", "person901_bacteria_2.jpeg", "person902_virus_3.png",
@@ -54,7 +55,7 @@ def test_bad_files_are_named_and_skipped_never_deleted(ds):
 def test_duplicates_and_patients_across_splits(ds):
     src = sorted((ds / "train" / "NORMAL").glob("*.jpeg"))[0]
     shutil.copy(src, ds / "test" / "NORMAL" / src.name)
-    report = audit.audit(ds)
+    report = audit(ds)
     assert report.cross_split_duplicates == [[f"test/NORMAL/{src.name}", f"train/NORMAL/{src.name}"]]
     assert report.shared_patients["train/test"] == [layout.patient_id(src.name)]
     assert not report.ok
@@ -68,7 +69,7 @@ def test_empty_class_folder_and_missing_split(ds):
     shutil.rmtree(ds / "test")
     with pytest.raises(FileNotFoundError, match="no split folder.*test"):
         layout.check_layout(ds)
-    report = audit.audit(ds)
+    report = audit(ds)
     assert any("test" in p for p in report.problems) and not report.ok
 
 
@@ -83,7 +84,7 @@ def test_images_below_class_folders_are_reported(ds):
     deeper = ds / "train" / "NORMAL" / "extra"
     deeper.mkdir()
     shutil.copy(sorted((ds / "train" / "NORMAL").glob("*.jpeg"))[0], deeper / "IM-9999-0001.jpeg")
-    report = audit.audit(ds)
+    report = audit(ds)
     assert any("extra/IM-9999-0001.jpeg sits below the class folder" in p for p in report.problems)
 
 

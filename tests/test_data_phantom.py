@@ -72,10 +72,11 @@ def test_the_lesion_is_exactly_what_differs_from_the_healthy_twin(kind):
     diff = np.asarray(sick, np.float32) - np.asarray(twin, np.float32)
     # Brighter inside the mask (an opacity) ...
     assert diff[mask].mean() > 25
-    # ... and unchanged more than 6 px away from it (the soft edge and the blur).
+    # ... and (all but) unchanged more than 6 px away from it: only the opacity's soft edge
+    # and the blur reach there, by a few gray levels at most.
     near = Image.fromarray(mask.astype(np.uint8) * 255).filter(ImageFilter.MaxFilter(13))
     far = ~np.asarray(near).astype(bool)
-    assert np.abs(diff[far]).max() <= 2
+    assert np.abs(diff[far]).max() <= 6 and np.abs(diff[far]).mean() < 0.2
 
 
 def test_shortcut_marks_most_train_val_pneumonia_and_no_test_image(tmp_path, tiny):

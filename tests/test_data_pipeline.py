@@ -129,6 +129,7 @@ def test_cmyk_dicom_and_16_bit_png_go_through_the_pipeline(tmp_path):
     dcm.save_as(tmp_path / "film.dcm", enforce_file_format=True)
     files = [tmp_path / "cmyk file.jpeg", tmp_path / "g16.png", tmp_path / "film.dcm"]
     assert [pipeline.needs_python(f) for f in files] == [True, False, True]
+    assert [pipeline.decode_plan(f, 8) for f in files] == [pipeline.PYTHON, pipeline.GENERIC, pipeline.PYTHON]
     x = data.load_images(files, 8)
     assert abs(x[0].mean() - 128 / 255) < 0.02
     assert abs(x[1].mean() - 0.5) < 0.01
@@ -150,6 +151,19 @@ def test_bad_arguments(manifest, kwargs, message):
     args = {"image_size": 16, **kwargs}
     with pytest.raises(ValueError, match=message):
         data.make_dataset(manifest.paths("test"), **args)
+
+
+def test_large_jpegs_are_decoded_at_a_reduced_scale_with_the_same_result(tmp_path):
+    rng = np.random.default_rng(0)
+    smooth = np.asarray(Image.fromarray((rng.random((25, 20)) * 255).astype(np.uint8)).resize((400, 320)))
+    Image.fromarray(smooth).save(tmp_path / "big.jpeg", quality=95)
+    f = tmp_path / "big.jpeg"
+    assert pipeline.decode_plan(f, 40) == pipeline.JPEG_FULL + 3  # 320 / 8 = 40
+    assert pipeline.decode_plan(f, 41) == pipeline.JPEG_FULL + 2
+    assert pipeline.decode_plan(f, 400) == pipeline.JPEG_FULL
+    reduced = data.load_images([f], 40)[0]
+    full = pipeline.resize(pipeline.decode(str(f), pipeline.JPEG_FULL), 40).numpy()
+    assert np.abs(reduced - full).mean() < 0.01
 
 
 def test_aspect_modes_on_a_wide_image(tmp_path):

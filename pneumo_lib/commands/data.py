@@ -47,9 +47,10 @@ def add_commands(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--val-fraction", type=float, default=0.15)
     p.set_defaults(handler=_split)
 
-    p = sub.add_parser("prepare", help="make the default local data of a profile exist")
+    p = sub.add_parser("prepare", help="make the default local data of a profile exist (and the real sample)")
     p.add_argument("--profile", default="quick", choices=profile_names())
     p.add_argument("--shortcut", action="store_true", help="also the shortcut variant (phantom only)")
+    p.add_argument("--no-sample", action="store_true", help="skip fetching the 16 real images from PyPI")
     p.set_defaults(handler=_prepare)
 
 
@@ -126,11 +127,13 @@ def _split(args: argparse.Namespace) -> int:
 
 
 def _prepare(args: argparse.Namespace) -> int:
-    from pneumo_lib.data.sources import ensure_dataset
+    from pneumo_lib.data.sources import ensure_dataset, ensure_sample
 
     folder = ensure_dataset(args.profile, verbose=True)
     print(f"{args.profile}: {folder}")
     if args.shortcut:
         print(f"{args.profile} (shortcut): {ensure_dataset(args.profile, shortcut=True, verbose=True)}")
+    if not args.no_sample:
+        print(f"sample: {ensure_sample()}")
     sys.stdout.flush()
     return 0

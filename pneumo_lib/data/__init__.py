@@ -26,7 +26,8 @@ from pneumo_lib.data.layout import (
     mask_path,
     patient_id,
 )
-from pneumo_lib.data.sources import ensure_dataset, ensure_phantom, phantom_root
+from pneumo_lib.data.audit import AuditReport, audit
+from pneumo_lib.data.sources import ensure_dataset, ensure_phantom, ensure_sample, phantom_root
 from pneumo_lib.data.splits import (
     SplitManifest,
     class_weights,
@@ -39,7 +40,7 @@ _PIPELINE = ("make_dataset", "split_dataset", "load_images", "load_split", "load
              "load_marker_masks", "marker_boxes", "augmentation")
 
 __all__ = [
-    "CLASSES", "SPLITS", "ImageRecord", "ImageReadError", "SplitManifest", "check_layout",
+    "AuditReport", "CLASSES", "SPLITS", "ImageRecord", "audit", "ensure_sample", "ImageReadError", "SplitManifest", "check_layout",
     "class_weights", "ensure_dataset", "ensure_phantom", "list_images", "make_splits",
     "mask_path", "naive_random_split", "patient_id", "phantom_root", "read_image",
     "shared_patients", *_PIPELINE,

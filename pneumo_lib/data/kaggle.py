@@ -158,7 +158,7 @@ def download_kaggle(out: str | os.PathLike | None = None, *, force: bool = False
         archive.unlink()
         found = _find_dataset(unpacked, expected)
         staged = tmp / "chest_xray"  # only the split folders (Kaggle's zip nests a second copy)
-        staged.mkdir()
+        staged.mkdir(mode=0o755)
         for split in SPLITS:
             shutil.move(str(found / split), str(staged / split))
         _install(staged, target)

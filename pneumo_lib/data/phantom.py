@@ -377,6 +377,7 @@ def generate_phantom(root: str | os.PathLike, spec: PhantomSpec, *, force: bool 
         raise ValueError(f"Phantom image size must be at least 32 px, got {spec.size}.")
     root.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{root.name}-partial-", dir=root.parent))
+    tmp.chmod(0o755)  # mkdtemp makes it private; the dataset is for everyone who may read here
     try:
         _write_all(tmp, spec, progress)
         if root.exists():

@@ -29,6 +29,10 @@ from pneumo_lib.data.splits import SplitManifest
 from pneumo_lib.profiles import Profile, get_profile
 
 ASPECTS = ("stretch", "pad", "crop")
+#: ``cache="auto"`` keeps decoded images in memory only below this many bytes, so that
+#: the quick profile's epochs after the first skip decoding while a full-size dataset
+#: (5,856 images at 224 px would take 1.2 GB) streams from disk in constant memory.
+AUTO_CACHE_BYTES = 256 * 2**20
 AUTOTUNE = tf.data.AUTOTUNE
 
 
@@ -57,41 +61,74 @@ def _read_python(path) -> np.ndarray:
     return read_image(path.decode() if isinstance(path, bytes) else str(path))[..., None]
 
 
-def needs_python(path: str | os.PathLike) -> bool:
-    """True for files TensorFlow cannot decode itself: DICOM, and CMYK/YCCK JPEGs.
+#: How :func:`decode` reads a file: by Python (DICOM, CMYK JPEG), by ``decode_image``
+#: (PNG), or by ``decode_jpeg`` at 1/1, 1/2, 1/4 or 1/8 scale (codes 2-5).
+PYTHON, GENERIC, JPEG_FULL = 0, 1, 2
+_JPEG_RATIOS = (1, 2, 4, 8)
 
-    Reads only the file header (with Pillow); raises :class:`ImageReadError`
-    naming the file if even the header is unreadable (empty or not an image).
+
+def decode_plan(path: str | os.PathLike, image_size: int = 0) -> int:
+    """How to decode one file (reads only its header, with Pillow).
+
+    Large JPEGs are decoded at a reduced scale (libjpeg's DCT scaling: 2, 4 or 8
+    times fewer pixels per side) as long as the shorter side stays at least
+    ``image_size``; a 2,000 px radiograph bound for 224 px is decoded at 1/8.
+
+    Returns:
+        :data:`PYTHON`, :data:`GENERIC` or ``JPEG_FULL + k`` for ratio ``2**k``.
+
+    Raises:
+        ImageReadError: The header is unreadable (empty file, not an image), naming the file.
     """
     path = Path(path)
     if path.suffix.lower() in DICOM_SUFFIXES:
-        return True
+        return PYTHON
     try:
         with Image.open(path) as im:
-            return im.mode in ("CMYK", "YCbCr") or im.format not in ("JPEG", "PNG")
+            if im.mode in ("CMYK", "YCbCr") or im.format not in ("JPEG", "PNG"):
+                return PYTHON
+            if im.format == "PNG":
+                return GENERIC
+            short = min(im.size)
     except (OSError, ValueError) as err:
         raise ImageReadError(f"{path} is not a readable image ({err}); run `pneumo data audit` "
                              "on the dataset to list every bad file.") from None
+    k = max([i for i, r in enumerate(_JPEG_RATIOS) if image_size and short // r >= image_size] or [0])
+    return JPEG_FULL + k
 
 
-def decode(path, use_python=False):
+def needs_python(path: str | os.PathLike) -> bool:
+    """True for files TensorFlow cannot decode itself: DICOM, and CMYK/YCCK JPEGs."""
+    return decode_plan(path) == PYTHON
+
+
+def decode(path, plan=GENERIC):
     """Read one image file to a float32 tensor ``(H, W, 1)`` in ``[0, 1]``.
 
-    JPEG and PNG (8- or 16-bit) are decoded by TensorFlow; where ``use_python``
-    (a bool or a boolean tensor, see :func:`needs_python`) the file goes through
-    :func:`pneumo_lib.data.images.read_image` instead.
+    Args:
+        path: A string tensor.
+        plan: An int (or int tensor) from :func:`decode_plan`: TensorFlow decodes
+            JPEG and PNG (8- or 16-bit); DICOM and CMYK JPEGs go through
+            :func:`pneumo_lib.data.images.read_image`.
     """
     def by_python():
         return tf.numpy_function(_read_python, [path], tf.float32, stateful=False)
 
-    def by_tf():
+    def generic():
         raw = tf.io.read_file(path)
         return tf.io.decode_image(raw, channels=1, expand_animations=False, dtype=tf.float32)
 
-    if isinstance(use_python, bool):
-        image = by_python() if use_python else by_tf()
+    def jpeg(ratio):
+        def run():
+            image = tf.io.decode_jpeg(tf.io.read_file(path), channels=1, ratio=ratio)
+            return tf.image.convert_image_dtype(image, tf.float32)
+        return run
+
+    branches = [by_python, generic] + [jpeg(r) for r in _JPEG_RATIOS]
+    if isinstance(plan, int):
+        image = branches[plan]()
     else:
-        image = tf.cond(use_python, by_python, by_tf)
+        image = tf.switch_case(plan, branches)
     return tf.ensure_shape(image, [None, None, 1])
 
 
@@ -111,7 +148,7 @@ def augmentation(seed: int = 0) -> keras.Sequential:
 
 def make_dataset(paths: Sequence[str | os.PathLike], labels=None, *, image_size: int,
                  channels: int = 1, batch_size: int = 32, augment: bool = False,
-                 shuffle: bool = False, seed: int = 0, cache: bool | str = True,
+                 shuffle: bool = False, seed: int = 0, cache: bool | str = "auto",
                  aspect: str = "stretch") -> "tf.data.Dataset":
     """A batched, prefetched ``tf.data.Dataset`` of images (and labels).
 
@@ -124,8 +161,9 @@ def make_dataset(paths: Sequence[str | os.PathLike], labels=None, *, image_size:
         augment: Apply :func:`augmentation` to each batch.
         shuffle: Reshuffle every epoch (seeded).
         seed: Seed of the shuffle and the augmentation.
-        cache: Keep decoded, resized images in memory after the first epoch
-            (``True``), in a cache file (a path string) or not at all (``False``).
+        cache: Keep decoded, resized images after the first epoch: ``"auto"`` in
+            memory when they fit in :data:`AUTO_CACHE_BYTES`, else not at all;
+            ``True`` in memory; a path string in a cache file; ``False`` never.
         aspect: ``"stretch"``, ``"pad"`` or ``"crop"`` (see the module docstring).
 
     Returns:
@@ -136,21 +174,17 @@ def make_dataset(paths: Sequence[str | os.PathLike], labels=None, *, image_size:
     files = [str(p) for p in paths]
     if not files:
         raise ValueError("make_dataset got no image paths.")
-    python_flags = [needs_python(f) for f in files]
-    ds = tf.data.Dataset.from_tensor_slices(files)
-    if any(python_flags):
-        flags = tf.data.Dataset.from_tensor_slices(python_flags)
-        ds = tf.data.Dataset.zip(ds, flags).map(
-            lambda p, f: resize(decode(p, f), image_size, aspect),
-            num_parallel_calls=AUTOTUNE, deterministic=True)
-    else:
-        ds = ds.map(lambda p: resize(decode(p), image_size, aspect),
-                    num_parallel_calls=AUTOTUNE, deterministic=True)
+    plans = np.array([decode_plan(f, image_size) for f in files], np.int32)
+    ds = tf.data.Dataset.from_tensor_slices((files, plans)).map(
+        lambda p, k: resize(decode(p, k), image_size, aspect),
+        num_parallel_calls=AUTOTUNE, deterministic=True)
     if labels is not None:
         y = np.asarray(labels, dtype=np.float32).reshape(-1)
         if len(y) != len(files):
             raise ValueError(f"Got {len(files)} paths but {len(y)} labels.")
         ds = tf.data.Dataset.zip(ds, tf.data.Dataset.from_tensor_slices(y))
+    if cache == "auto":
+        cache = len(files) * image_size * image_size * 4 <= AUTO_CACHE_BYTES
     if cache:
         ds = ds.cache(cache if isinstance(cache, str) else "")
     if shuffle:

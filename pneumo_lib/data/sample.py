@@ -123,6 +123,7 @@ def install_sample(wheel: str | os.PathLike, out: str | os.PathLike | None = Non
                           "the published one. Delete it and fetch again.")
     root.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=".sample-partial-", dir=root))
+    tmp.chmod(0o755)
     try:
         for name, data in blobs.items():
             file = tmp / "val" / CLASSES[label_of(name)] / name

@@ -85,3 +85,22 @@ def ensure_dataset(profile: str | Profile = "quick", *, shortcut: bool = False,
                "sample": "pneumo data sample"}[source]
         raise FileNotFoundError(f"No {source} dataset at {folder}. Get it with: {how}")
     return folder
+
+
+def ensure_sample() -> Path:
+    """The 16 real Kaggle validation images (``chest_xray/val/{NORMAL,PNEUMONIA}``), fetched if absent.
+
+    Fetching runs ``pip download`` once (PyPI must be reachable; see
+    :mod:`pneumo_lib.data.sample`); an incomplete folder is replaced.
+    """
+    from pneumo_lib.data.layout import list_images
+    from pneumo_lib.data.sample import SAMPLE_IMAGES, download_sample
+
+    folder = paths.dataset_dir("sample")
+    try:
+        if len(list_images(folder, splits=("val",))) == len(SAMPLE_IMAGES):
+            return folder
+    except (FileNotFoundError, ValueError):
+        pass
+    return download_sample(folder.parent, force=True)
+

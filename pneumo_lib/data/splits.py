@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from pneumo_lib import paths
-from pneumo_lib.data.layout import CLASSES, ImageRecord, list_images
+from pneumo_lib.data.layout import CLASSES, SPLITS, ImageRecord, list_images
 
 MANIFEST_FIELDS = ("path", "split", "label", "patient", "source_split")
 
@@ -55,9 +55,10 @@ class SplitManifest:
 
     def counts(self) -> dict[str, dict[str, int]]:
         """``{split: {"NORMAL": n, "PNEUMONIA": n}}`` for every split present."""
-        out: dict[str, dict[str, int]] = {}
+        present = {r.split for r in self.records}
+        out = {s: {c: 0 for c in CLASSES} for s in (*SPLITS, *sorted(present - set(SPLITS))) if s in present}
         for r in self.records:
-            out.setdefault(r.split, {c: 0 for c in CLASSES})[CLASSES[r.label]] += 1
+            out[r.split][CLASSES[r.label]] += 1
         return out
 
     def save(self, file: str | os.PathLike) -> Path:

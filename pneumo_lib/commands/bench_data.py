@@ -1,0 +1,154 @@
+"""``pneumo bench pipeline``: input-pipeline throughput and memory, side by side in one run.
+
+Throughput (images/s, epoch 1 and epoch 2, on the same phantom folder, grayscale,
+same size and batch):
+
+* ours: :func:`pneumo_lib.data.make_dataset` (parallel decode, in-memory cache when
+  the decoded images fit, prefetch);
+* ``keras.utils.image_dataset_from_directory`` (no cache, as usually called);
+* ``ImageDataGenerator().flow_from_directory`` (rescale 1/255), the loader prior
+  project B uses; Keras 3 keeps it as ``keras.src.legacy.preprocessing.image``.
+
+Memory (``--memory``): peak resident memory of a fresh process that streams one
+augmented epoch of our pipeline over a phantom dataset of 1,000 images and over one of
+5,856 (Kaggle's count), at ``--memory-size`` px. Each measurement runs in its own
+process so the peaks do not mix. On a shared CPU the absolute numbers are noisy; the
+ratios, measured in one run, are what to compare.
+"""
+
+from __future__ import annotations
+
+import argparse
+import resource
+import statistics
+import subprocess
+import sys
+import time
+from dataclasses import replace
+from pathlib import Path
+
+from pneumo_lib.commands.bench_cam import bench_subparsers
+
+
+def add_commands(subparsers: argparse._SubParsersAction) -> None:
+    parser = bench_subparsers(subparsers).add_parser(
+        "pipeline", help="input pipeline images/s (ours vs Keras loaders) and peak memory",
+        description=__doc__.splitlines()[0])
+    parser.add_argument("--data", type=Path, default=None,
+                        help="a chest_xray folder (default: the quick profile's phantom data)")
+    parser.add_argument("--size", type=int, default=64, help="model input side in px (default 64)")
+    parser.add_argument("--batch", type=int, default=32)
+    parser.add_argument("--repeats", type=int, default=3, help="timed runs per loader; medians are printed")
+    parser.add_argument("--memory", action="store_true", help="also measure peak memory (generates datasets)")
+    parser.add_argument("--memory-size", type=int, default=224, help="input side for the memory runs")
+    parser.add_argument("--stream", type=Path, default=None, help=argparse.SUPPRESS)  # child process mode
+    parser.set_defaults(handler=_run)
+
+
+def _epochs(make, n_images: int, repeats: int) -> tuple[float, float]:
+    """Median images/s of two passes over a fresh loader (``make()`` returns an iterable of batches)."""
+    runs = []
+    for _ in range(repeats):
+        rates = []
+        loader = make()
+        for _ in range(2):
+            start = time.perf_counter()
+            seen = 0
+            for batch in loader:
+                seen += len(batch[1])
+                if seen >= n_images:  # Keras' generator loops forever
+                    break
+            rates.append(seen / (time.perf_counter() - start))
+        runs.append(rates)
+    return statistics.median(r[0] for r in runs), statistics.median(r[1] for r in runs)
+
+
+def throughput(data_dir: Path, size: int, batch: int, repeats: int = 3) -> dict[str, tuple[float, float]]:
+    """``{loader: (epoch 1 images/s, epoch 2 images/s)}`` over the train folder of ``data_dir``.
+
+    TensorFlow's one-time start-up (thread pools, kernels) is paid by a warm-up pass
+    before any timing; each loader is then timed ``repeats`` times, fresh each time.
+    """
+    from pneumo_lib._tf import keras
+    from pneumo_lib.data import layout, make_dataset
+
+    records = [r for r in layout.list_images(data_dir) if r.split == "train"]
+    paths = [data_dir / r.path for r in records]
+    labels = [r.label for r in records]
+    train = data_dir / "train"
+    for _ in make_dataset(paths[:64], labels[:64], image_size=size, batch_size=batch, cache=False):
+        pass  # warm-up
+    results = {
+        "ours (make_dataset)": _epochs(lambda: make_dataset(paths, labels, image_size=size, batch_size=batch),
+                                       len(paths), repeats),
+        "image_dataset_from_directory": _epochs(lambda: keras.utils.image_dataset_from_directory(
+            train, labels="inferred", label_mode="binary", color_mode="grayscale",
+            image_size=(size, size), batch_size=batch, shuffle=False, verbose=False), len(paths), repeats),
+    }
+    from keras.src.legacy.preprocessing.image import ImageDataGenerator
+
+    results["ImageDataGenerator.flow_from_directory"] = _epochs(
+        lambda: ImageDataGenerator(rescale=1 / 255).flow_from_directory(
+            train, target_size=(size, size), color_mode="grayscale", class_mode="binary",
+            batch_size=batch, shuffle=False), len(paths), repeats)
+    return results
+
+
+def _stream(data_dir: Path, size: int, batch: int) -> int:
+    """Child process: one augmented, shuffled epoch of our pipeline; prints peak RSS in MB."""
+    from pneumo_lib.data import layout, make_dataset
+
+    records = layout.list_images(data_dir, check=False)
+    ds = make_dataset([data_dir / r.path for r in records], [r.label for r in records], image_size=size,
+                      batch_size=batch, augment=True, shuffle=True)
+    n = sum(len(y) for _, y in ds)
+    print(f"{n} {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f}")
+    return 0
+
+
+def memory(size: int, batch: int) -> dict[int, float]:
+    """Peak RSS in MB of streaming one augmented epoch over 1,000 and 5,856 phantom images."""
+    from pneumo_lib import paths
+    from pneumo_lib.data import phantom
+
+    out = {}
+    presets = {1000: {"train": (253, 731), "val": (8, 8), "test": (0, 0)},
+               5856: dict(phantom.PHANTOM_COUNTS["full"])}
+    for n, counts in presets.items():
+        root = paths.data_root() / f"bench-phantom-{n}"
+        spec = replace(phantom.phantom_spec("full", 7), counts=counts)
+        if phantom.read_spec(root) != spec:
+            print(f"generating {n} phantom images in {root} ...", file=sys.stderr)
+            phantom.generate_phantom(root, spec, force=True)
+        proc = subprocess.run([sys.executable, "-m", "pneumo_lib.cli", "bench", "pipeline",
+                               "--stream", str(root / "chest_xray"), "--size", str(size),
+                               "--batch", str(batch)], capture_output=True, text=True)
+        if proc.returncode != 0:
+            raise RuntimeError(f"the streaming process failed: {proc.stderr.strip().splitlines()[-1:]}")
+        seen, peak = proc.stdout.split()[-2:]
+        assert int(seen) == n, (seen, n)
+        out[n] = float(peak)
+    return out
+
+
+def _run(args: argparse.Namespace) -> int:
+    if args.stream is not None:
+        return _stream(args.stream, args.size, args.batch)
+    from pneumo_lib.data import ensure_dataset
+
+    data_dir = args.data or ensure_dataset("quick", verbose=True)
+    results = throughput(data_dir, args.size, args.batch, args.repeats)
+    ours = results["ours (make_dataset)"]
+    print(f"Pipeline throughput on {data_dir}/train, {args.size} px grayscale, batch {args.batch} "
+          f"(images/s, median of {args.repeats}; ratio = ours / loader)")
+    print(f"{'loader':<40} {'epoch 1':>9} {'epoch 2':>9} {'ours/it e1':>11} {'ours/it e2':>11}")
+    for name, (e1, e2) in results.items():
+        print(f"{name:<40} {e1:>9.0f} {e2:>9.0f} {ours[0] / e1:>11.2f} {ours[1] / e2:>11.2f}")
+    if args.memory:
+        peaks = memory(args.memory_size, args.batch)
+        print(f"\nPeak memory streaming one augmented epoch at {args.memory_size} px (MB):")
+        for n, mb in peaks.items():
+            print(f"  {n:>5} images  {mb:>7.0f} MB")
+        print(f"  growth 1,000 -> 5,856 images: {peaks[5856] / peaks[1000] - 1:+.1%} "
+              f"(target < +20%, and < 2,048 MB)")
+    return 0

@@ -6,6 +6,11 @@ import hashlib
 from dataclasses import replace
 from pathlib import Path
 
+import numpy as np
+import pydicom
+from pydicom.dataset import FileMetaDataset
+from pydicom.uid import ExplicitVRLittleEndian, generate_uid
+
 from pneumo_lib.data import phantom
 
 #: Small enough to generate in about a second.
@@ -24,3 +29,24 @@ def tree_digest(folder: Path) -> dict[str, str]:
     """``{relative path: sha1 of bytes}`` of every file below ``folder`` (to prove nothing changed)."""
     return {p.relative_to(folder).as_posix(): hashlib.sha1(p.read_bytes()).hexdigest()
             for p in sorted(Path(folder).rglob("*")) if p.is_file()}
+
+
+def write_dicom(path: Path, pixels: np.ndarray, photometric: str = "MONOCHROME2",
+                slope: float = 1.0, intercept: float = 0.0) -> None:
+    """A minimal 12-bit grayscale DICOM file holding ``pixels`` (uint16 values)."""
+    meta = FileMetaDataset()
+    meta.MediaStorageSOPClassUID = "1.2.840.10008.5.1.4.1.1.1.1"
+    meta.MediaStorageSOPInstanceUID = generate_uid()
+    meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    ds = pydicom.Dataset()
+    ds.file_meta = meta
+    ds.SOPClassUID = meta.MediaStorageSOPClassUID
+    ds.SOPInstanceUID = meta.MediaStorageSOPInstanceUID
+    ds.Rows, ds.Columns = pixels.shape
+    ds.SamplesPerPixel = 1
+    ds.PhotometricInterpretation = photometric
+    ds.BitsAllocated, ds.BitsStored, ds.HighBit = 16, 12, 11
+    ds.PixelRepresentation = 0
+    ds.RescaleSlope, ds.RescaleIntercept = slope, intercept
+    ds.PixelData = pixels.astype(np.uint16).tobytes()
+    ds.save_as(path, enforce_file_format=True)

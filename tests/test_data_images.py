@@ -3,11 +3,9 @@
 from __future__ import annotations
 
 import numpy as np
-import pydicom
 import pytest
+from _data_helpers import write_dicom
 from PIL import Image
-from pydicom.dataset import FileMetaDataset
-from pydicom.uid import ExplicitVRLittleEndian, generate_uid
 
 from pneumo_lib.data.images import ImageReadError, read_image
 
@@ -47,29 +45,10 @@ def test_rgb_and_cmyk_jpeg(tmp_path):
         np.testing.assert_allclose(read_image(tmp_path / name), 200 / 255, atol=3 / 255, err_msg=name)
 
 
-def _dicom(path, pixels: np.ndarray, photometric: str, slope=1.0, intercept=0.0):
-    meta = FileMetaDataset()
-    meta.MediaStorageSOPClassUID = "1.2.840.10008.5.1.4.1.1.1.1"
-    meta.MediaStorageSOPInstanceUID = generate_uid()
-    meta.TransferSyntaxUID = ExplicitVRLittleEndian
-    ds = pydicom.Dataset()
-    ds.file_meta = meta
-    ds.SOPClassUID = meta.MediaStorageSOPClassUID
-    ds.SOPInstanceUID = meta.MediaStorageSOPInstanceUID
-    ds.Rows, ds.Columns = pixels.shape
-    ds.SamplesPerPixel = 1
-    ds.PhotometricInterpretation = photometric
-    ds.BitsAllocated, ds.BitsStored, ds.HighBit = 16, 12, 11
-    ds.PixelRepresentation = 0
-    ds.RescaleSlope, ds.RescaleIntercept = slope, intercept
-    ds.PixelData = pixels.astype(np.uint16).tobytes()
-    ds.save_as(path, enforce_file_format=True)
-
-
 def test_dicom_monochrome2_and_monochrome1(tmp_path):
     pixels = np.array([[0, 1000], [2000, 4000]], dtype=np.uint16)
-    _dicom(tmp_path / "m2.dcm", pixels, "MONOCHROME2", slope=2.0, intercept=-100)
-    _dicom(tmp_path / "m1.dcm", pixels, "MONOCHROME1")
+    write_dicom(tmp_path / "m2.dcm", pixels, "MONOCHROME2", slope=2.0, intercept=-100)
+    write_dicom(tmp_path / "m1.dcm", pixels, "MONOCHROME1")
     expected = pixels / 4000.0  # rescale is linear, so min-max scaling gives the same fractions
     np.testing.assert_allclose(read_image(tmp_path / "m2.dcm"), expected, atol=1e-6)
     # MONOCHROME1 stores bone dark: it is inverted so that bone is bright everywhere.

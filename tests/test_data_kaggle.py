@@ -121,9 +121,7 @@ def _download(out: Path, **kwargs):
     return download_kaggle(out, expected=TINY_COUNTS, retries=0, api=kaggle.kaggle_api(["--local"]), **kwargs)
 
 
-def test_download_with_username_and_key(server, tiny_archive, tmp_path, monkeypatch):
-    monkeypatch.setenv("KAGGLE_USERNAME", USER)
-    monkeypatch.setenv("KAGGLE_KEY", KEY)
+def test_download_with_username_and_key(server, creds, tiny_archive, tmp_path):
     folder = _download(tmp_path / "data")
     assert folder == tmp_path / "data" / "chest_xray"
     assert kaggle.count_images(folder) == TINY_COUNTS
@@ -150,71 +148,58 @@ def test_kaggle_json_in_the_config_folder(server, tmp_path, monkeypatch):
     assert kaggle.count_images(_download(tmp_path / "data")) == TINY_COUNTS
 
 
-def _assert_nothing_installed(out: Path):
-    assert not (out / "chest_xray").exists()
+@pytest.fixture
+def creds(monkeypatch):
+    monkeypatch.setenv("KAGGLE_USERNAME", USER)
+    monkeypatch.setenv("KAGGLE_KEY", KEY)
+
+
+def _fails_installing_nothing(out: Path, message: str) -> None:
+    with pytest.raises(KaggleDownloadError, match=message):
+        _download(out)
     assert not out.exists() or list(out.iterdir()) == []
 
 
 def test_no_credentials_says_how_to_get_them(server, tmp_path):
-    with pytest.raises(KaggleDownloadError, match="No Kaggle credentials.*kaggle.com/settings"):
-        _download(tmp_path / "data")
-    _assert_nothing_installed(tmp_path / "data")
+    _fails_installing_nothing(tmp_path / "data", "No Kaggle credentials.*kaggle.com/settings")
     assert StandIn.requests_seen == []
 
 
 def test_wrong_key_is_rejected_with_advice(server, tmp_path, monkeypatch):
     monkeypatch.setenv("KAGGLE_USERNAME", USER)
     monkeypatch.setenv("KAGGLE_KEY", "wrong")
-    with pytest.raises(KaggleDownloadError, match="rejected the credentials \\(HTTP 401\\)"):
-        _download(tmp_path / "data")
-    _assert_nothing_installed(tmp_path / "data")
+    _fails_installing_nothing(tmp_path / "data", "rejected the credentials \\(HTTP 401\\)")
 
 
 def test_invalid_token_ends_in_our_message_not_exit(server, tmp_path, monkeypatch):
     monkeypatch.setenv("KAGGLE_API_TOKEN", "expired-token")
     # The client finds no valid credential and calls exit(1); the kernel must survive.
-    with pytest.raises(KaggleDownloadError, match="no usable credentials"):
-        _download(tmp_path / "data")
-    _assert_nothing_installed(tmp_path / "data")
+    _fails_installing_nothing(tmp_path / "data", "no usable credentials")
 
 
-def test_network_failure(server, tmp_path, monkeypatch):
-    monkeypatch.setenv("KAGGLE_USERNAME", USER)
-    monkeypatch.setenv("KAGGLE_KEY", KEY)
+def test_network_failure(server, creds, tmp_path, monkeypatch):
     port = server.server_port
     server.shutdown()
     server.server_close()
     monkeypatch.setitem(_env_to_endpoint, KaggleEnv.LOCAL, f"http://127.0.0.1:{port}")
-    with pytest.raises(KaggleDownloadError, match="Could not reach Kaggle"):
-        _download(tmp_path / "data")
-    _assert_nothing_installed(tmp_path / "data")
+    _fails_installing_nothing(tmp_path / "data", "Could not reach Kaggle")
 
 
 @pytest.mark.parametrize("mode, message", [
     ("truncated", "truncated or corrupt"),
     ("cut", "cut short|Could not reach"),
 ])
-def test_truncated_archives_install_nothing(server, tmp_path, monkeypatch, mode, message):
-    monkeypatch.setenv("KAGGLE_USERNAME", USER)
-    monkeypatch.setenv("KAGGLE_KEY", KEY)
+def test_truncated_archives_install_nothing(server, creds, tmp_path, mode, message):
     StandIn.mode = mode
-    with pytest.raises(KaggleDownloadError, match=message):
-        _download(tmp_path / "data")
-    _assert_nothing_installed(tmp_path / "data")
+    _fails_installing_nothing(tmp_path / "data", message)
 
 
-def test_wrong_counts_install_nothing(server, tiny_archive, tmp_path, monkeypatch):
-    monkeypatch.setenv("KAGGLE_USERNAME", USER)
-    monkeypatch.setenv("KAGGLE_KEY", KEY)
+def test_wrong_counts_install_nothing(server, creds, tiny_archive, tmp_path):
     StandIn.archive = tiny_archive[2]  # one image missing
-    with pytest.raises(KaggleDownloadError, match="incomplete: counts"):
-        _download(tmp_path / "data")
-    _assert_nothing_installed(tmp_path / "data")
+    _fails_installing_nothing(tmp_path / "data", "incomplete: counts")
 
 
-def test_existing_dataset_needs_force_and_survives_a_failed_replacement(server, tmp_path, monkeypatch):
-    monkeypatch.setenv("KAGGLE_USERNAME", USER)
-    monkeypatch.setenv("KAGGLE_KEY", KEY)
+def test_existing_dataset_needs_force_and_survives_a_failed_replacement(server, creds, tmp_path):
     folder = _download(tmp_path / "data")
     before = tree_digest(folder)
     with pytest.raises(FileExistsError, match="force"):

@@ -3,12 +3,9 @@
 from __future__ import annotations
 
 import numpy as np
-import pydicom
 import pytest
-from _data_helpers import make_tiny, tree_digest
+from _data_helpers import make_tiny, tree_digest, write_dicom
 from PIL import Image
-from pydicom.dataset import FileMetaDataset
-from pydicom.uid import ExplicitVRLittleEndian, generate_uid
 
 from pneumo_lib import data
 from pneumo_lib.data import pipeline
@@ -114,19 +111,9 @@ def test_cmyk_dicom_and_16_bit_png_go_through_the_pipeline(tmp_path):
     flat = np.full((24, 24, 3), 128, np.uint8)
     Image.fromarray(flat).convert("CMYK").save(tmp_path / "cmyk file.jpeg", quality=95)
     Image.fromarray(np.full((24, 24), 32768, np.uint16)).save(tmp_path / "g16.png")
-    meta = FileMetaDataset()
-    meta.MediaStorageSOPClassUID = "1.2.840.10008.5.1.4.1.1.1.1"
-    meta.MediaStorageSOPInstanceUID = generate_uid()
-    meta.TransferSyntaxUID = ExplicitVRLittleEndian
-    dcm = pydicom.Dataset()
-    dcm.file_meta = meta
-    dcm.Rows = dcm.Columns = 24
-    dcm.SamplesPerPixel, dcm.PhotometricInterpretation = 1, "MONOCHROME1"
-    dcm.BitsAllocated, dcm.BitsStored, dcm.HighBit, dcm.PixelRepresentation = 16, 12, 11, 0
     pixels = np.zeros((24, 24), np.uint16)
     pixels[:, 12:] = 4000  # right half dense: dark on MONOCHROME1 film
-    dcm.PixelData = pixels.tobytes()
-    dcm.save_as(tmp_path / "film.dcm", enforce_file_format=True)
+    write_dicom(tmp_path / "film.dcm", pixels, "MONOCHROME1")
     files = [tmp_path / "cmyk file.jpeg", tmp_path / "g16.png", tmp_path / "film.dcm"]
     assert [pipeline.needs_python(f) for f in files] == [True, False, True]
     assert [pipeline.decode_plan(f, 8) for f in files] == [pipeline.PYTHON, pipeline.GENERIC, pipeline.PYTHON]

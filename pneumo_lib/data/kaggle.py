@@ -26,6 +26,7 @@ from pathlib import Path
 
 from pneumo_lib import paths
 from pneumo_lib.data.layout import CLASSES, SPLITS, is_image_name
+from pneumo_lib.data.staging import replace_atomically
 
 #: The Kaggle dataset (Kermany et al. 2018, CC BY 4.0).
 KAGGLE_DATASET = "paultimothymooney/chest-xray-pneumonia"
@@ -157,11 +158,9 @@ def download_kaggle(out: str | os.PathLike | None = None, *, force: bool = False
         _unzip(archive, unpacked)
         archive.unlink()
         found = _find_dataset(unpacked, expected)
-        staged = tmp / "chest_xray"  # only the split folders (Kaggle's zip nests a second copy)
-        staged.mkdir(mode=0o755)
-        for split in SPLITS:
-            shutil.move(str(found / split), str(staged / split))
-        _install(staged, target)
+        with replace_atomically(target) as staged:
+            for split in SPLITS:  # only the split folders (Kaggle's zip nests a second copy)
+                shutil.move(str(found / split), str(staged / split))
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return target
@@ -174,7 +173,7 @@ def _fetch(api, dataset: str, folder: Path, retries: int, quiet: bool) -> Path:
     api.download_file = functools.partial(api.download_file, max_retries=retries)
     sink = io.StringIO()
     try:
-        with contextlib.redirect_stdout(sink if quiet else None) if quiet else contextlib.nullcontext():
+        with contextlib.redirect_stdout(sink) if quiet else contextlib.nullcontext():
             api.authenticate()
             api.dataset_download_files(dataset, path=str(folder), force=True, quiet=quiet, unzip=False)
     except SystemExit:
@@ -214,20 +213,3 @@ def _unzip(archive: Path, folder: Path) -> None:
         raise KaggleDownloadError(
             f"The downloaded archive is truncated or corrupt ({err}); nothing was installed. "
             "Run the download again.") from None
-
-
-def _install(found: Path, target: Path) -> None:
-    """Move ``found`` to ``target``, replacing an old dataset only after the move succeeds."""
-    old = None
-    if target.exists():
-        old = target.with_name(f".{target.name}-old")
-        shutil.rmtree(old, ignore_errors=True)
-        target.rename(old)
-    try:
-        shutil.move(str(found), str(target))
-    except BaseException:
-        if old is not None:
-            old.rename(target)
-        raise
-    if old is not None:
-        shutil.rmtree(old, ignore_errors=True)

@@ -27,8 +27,6 @@ from __future__ import annotations
 import csv
 import json
 import os
-import shutil
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
@@ -37,6 +35,7 @@ import numpy as np
 from PIL import Image, ImageDraw, ImageFilter, ImageFont
 
 from pneumo_lib.data.layout import CLASSES, SPLITS
+from pneumo_lib.data.staging import replace_atomically
 
 #: Images per split and class, ``{split: (NORMAL, PNEUMONIA)}``, for each scale preset.
 #: ``full`` is the Kaggle dataset's exact counts (5,856 images); ``quick`` keeps
@@ -375,17 +374,8 @@ def generate_phantom(root: str | os.PathLike, spec: PhantomSpec, *, force: bool 
         raise FileExistsError(f"{root} already exists; pass force=True (or --force) to replace it.")
     if spec.size < 32:
         raise ValueError(f"Phantom image size must be at least 32 px, got {spec.size}.")
-    root.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{root.name}-partial-", dir=root.parent))
-    tmp.chmod(0o755)  # mkdtemp makes it private; the dataset is for everyone who may read here
-    try:
+    with replace_atomically(root) as tmp:
         _write_all(tmp, spec, progress)
-        if root.exists():
-            shutil.rmtree(root)
-        tmp.rename(root)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return root / "chest_xray"
 
 

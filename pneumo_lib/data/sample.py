@@ -22,6 +22,7 @@ from pathlib import Path
 
 from pneumo_lib import paths
 from pneumo_lib.data.layout import CLASSES
+from pneumo_lib.data.staging import replace_atomically
 
 SAMPLE_REQUIREMENT = "pneumonia-model-package==0.3.0"
 _IMAGE_DIR = "pneumonia_model_package/datasets/pneumonia-data/val/"
@@ -121,20 +122,11 @@ def install_sample(wheel: str | os.PathLike, out: str | os.PathLike | None = Non
     if bad:
         raise SampleError(f"SHA-256 mismatch for {', '.join(bad)} in {wheel}: the wheel is not "
                           "the published one. Delete it and fetch again.")
-    root.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=".sample-partial-", dir=root))
-    tmp.chmod(0o755)
-    try:
+    with replace_atomically(target) as tmp:
         for name, data in blobs.items():
             file = tmp / "val" / CLASSES[label_of(name)] / name
             file.parent.mkdir(parents=True, exist_ok=True)
             file.write_bytes(data)
-        if target.exists():
-            shutil.rmtree(target)
-        tmp.rename(target)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return target
 
 

@@ -1,0 +1,41 @@
+"""Write a dataset folder so that it appears complete or not at all."""
+
+from __future__ import annotations
+
+import contextlib
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Iterator
+
+
+@contextlib.contextmanager
+def replace_atomically(target: str | Path) -> Iterator[Path]:
+    """A temporary folder beside ``target`` that becomes ``target`` when the block succeeds.
+
+    Write everything into the yielded folder. On success an existing ``target`` is
+    moved aside, the new folder renamed into place, and the old one deleted (so a
+    failure at any point leaves either the old or the new dataset, never a mix).
+    On any exception, including ``KeyboardInterrupt``, the temporary folder is
+    removed and ``target`` is untouched.
+    """
+    target = Path(target)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}-partial-", dir=target.parent))
+    tmp.chmod(0o755)  # mkdtemp makes it private; a dataset is for everyone who may read here
+    try:
+        yield tmp
+        old = target.with_name(f".{target.name}-old") if target.exists() else None
+        if old is not None:
+            shutil.rmtree(old, ignore_errors=True)
+            target.rename(old)
+        try:
+            tmp.rename(target)
+        except BaseException:
+            if old is not None:
+                old.rename(target)
+            raise
+        if old is not None:
+            shutil.rmtree(old, ignore_errors=True)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)

@@ -24,6 +24,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "pneumo_lib.commands.data",
     "pneumo_lib.commands.bench_data",
     "pneumo_lib.commands.serve",
+    "pneumo_lib.commands.assignments",
 )
 
 

@@ -249,8 +249,7 @@ def _auto_target(calls: list[_LayerCall], model_name: str) -> _LayerCall:
     for c in calls:
         seen_conv = seen_conv or c.kind in _CONV_KINDS
         if seen_conv and c.spatial and not c.is_model and c.kind in _FEATURE_KINDS:
-            if c.shape[1] != 0 and c.shape[2] != 0:
-                best = c
+            best = c
     if best is None:
         kinds = ", ".join(f"{c.name} ({c.kind})" for c in calls[:12])
         raise ValueError(
@@ -544,6 +543,10 @@ def predict(model, images, *, batch_size=32) -> tuple[np.ndarray, np.ndarray]:
         ``labels`` ``(N,)`` int (for one sigmoid unit: 1 when the logit is >= 0) and
         ``probabilities`` ``(N, K)`` float32 in ``[0, 1]``, rows summing to 1 (``K = 2`` for a
         single sigmoid unit: ``[1 - p, p]``).
+
+    Raises:
+        ValueError: Bad images, or a model without a convolutional layer (this runs the same
+            traced graph as the CAM methods).
     """
     batch_size = _check_batch_size(batch_size)
     images = _check_images(model, images)

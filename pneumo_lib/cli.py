@@ -21,6 +21,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "pneumo_lib.commands.book",
     "pneumo_lib.commands.explain",
     "pneumo_lib.commands.bench_cam",
+    "pneumo_lib.commands.train",
     "pneumo_lib.commands.data",
     "pneumo_lib.commands.bench_data",
     "pneumo_lib.commands.serve",

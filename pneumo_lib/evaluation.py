@@ -111,13 +111,33 @@ def choose_threshold(y_val: Any, p_val: Any, method: str = "youden") -> float:
     return float(thresholds[best[np.argmin(np.abs(thresholds[best] - 0.5))]])
 
 
+def _count_metrics(tp, fp, fn, tn) -> dict[str, np.ndarray]:
+    """Threshold metrics from confusion counts (arrays of resamples), ``nan`` where undefined.
+
+    The same definitions as scikit-learn's scores (checked against them in the tests),
+    vectorised so that bootstrapping thousands of resamples stays fast.
+    """
+    tp, fp, fn, tn = (np.asarray(v, dtype=np.float64) for v in (tp, fp, fn, tn))
+    with np.errstate(divide="ignore", invalid="ignore"):
+        precision = np.where(tp + fp > 0, tp / (tp + fp), np.nan)
+        recall = np.where(tp + fn > 0, tp / (tp + fn), np.nan)
+        return {
+            "accuracy": (tp + tn) / (tp + fp + fn + tn),
+            "precision": precision,
+            "recall": recall,
+            "specificity": np.where(tn + fp > 0, tn / (tn + fp), np.nan),
+            "f1": np.where(2 * tp + fp + fn > 0, 2 * tp / (2 * tp + fp + fn), np.nan),
+        }
+
+
 def bootstrap_ci(
     y_true: Any, p: Any, threshold: float, *, rounds: int = 200, seed: int = 0, level: float = 0.95
 ) -> dict[str, tuple[float, float]]:
     """Percentile bootstrap confidence intervals of every metric of :data:`METRICS`.
 
-    Resamples the samples with replacement ``rounds`` times at the fixed threshold;
-    resamples with a single class are skipped for the AUCs.
+    Resamples the samples with replacement ``rounds`` times at the fixed threshold.
+    The AUCs come from scikit-learn per resample (resamples with a single class are
+    skipped); the threshold metrics from the resampled confusion counts.
 
     Returns:
         ``{metric: (low, high)}`` at the given level (``nan`` bounds if never defined).
@@ -126,18 +146,24 @@ def bootstrap_ci(
     if rounds < 1:
         raise ValueError(f"rounds must be >= 1, got {rounds}.")
     rng = np.random.default_rng(seed)
-    samples: dict[str, list[float]] = {m: [] for m in METRICS}
-    for _ in range(rounds):
-        idx = rng.integers(0, y.size, y.size)
-        values = binary_metrics(y[idx], prob[idx], threshold)
-        for m in METRICS:
-            if not math.isnan(values[m]):
-                samples[m].append(values[m])
+    idx = rng.integers(0, y.size, (rounds, y.size))
+    ys, ps = y[idx], prob[idx]
+    pred = ps >= threshold
+    pos = ys == 1
+    samples = _count_metrics(
+        (pred & pos).sum(1), (pred & ~pos).sum(1), (~pred & pos).sum(1), (~pred & ~pos).sum(1)
+    )
+    both = pos.any(1) & (~pos).any(1)
+    samples["roc_auc"] = np.array([skm.roc_auc_score(a, b) if ok else np.nan for a, b, ok in zip(ys, ps, both)])
+    samples["pr_auc"] = np.array(
+        [skm.average_precision_score(a, b) if ok else np.nan for a, b, ok in zip(ys, ps, both)]
+    )
     tail = (1 - level) / 2 * 100
-    return {
-        m: (float(np.percentile(v, tail)), float(np.percentile(v, 100 - tail))) if v else (math.nan, math.nan)
-        for m, v in samples.items()
-    }
+    out = {}
+    for m in METRICS:
+        v = samples[m][~np.isnan(samples[m])]
+        out[m] = (float(np.percentile(v, tail)), float(np.percentile(v, 100 - tail))) if v.size else (math.nan, math.nan)
+    return out
 
 
 @dataclass

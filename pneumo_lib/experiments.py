@@ -14,9 +14,12 @@ Where backbone weights come from (``weights``):
 
 * ``"imagenet"``: ImageNet weights (the full profile); frozen backbone, then fine-tuning.
 * ``"source"``: pretrained *in this library* on the phantom "source" part of the training
-  split (the whole backbone trained from scratch there), then frozen and fine-tuned on the
-  disjoint small "target" part. This is how the quick profile, which cannot download
-  ImageNet weights, shows transfer learning honestly.
+  split (the whole network trained from scratch there), then adapted to the disjoint small
+  "target" part: features frozen first, then the top block fine-tuned. Backbones keep the
+  source backbone under a new head; scratch CNNs start from the whole source model. This
+  is how the quick profile, which cannot download ImageNet weights, shows transfer
+  learning honestly (with the paper's CNN: a backbone trained from scratch on CPU is too
+  slow for the quick profile's time budget).
 * ``None``: random initialisation, the whole network trained from scratch.
 * a path: a local weights file (e.g. ImageNet weights copied to an offline machine).
 * ``"profile"`` (default): the profile's ``weights``; for backbones on a profile without
@@ -38,7 +41,7 @@ from pneumo_lib import data, evaluation, models, paths, training
 from pneumo_lib.profiles import Profile, get_profile
 
 #: Bump when the training recipe changes, so cached models are retrained.
-RECIPE_VERSION = 1
+RECIPE_VERSION = 3
 #: Share of the training split (grouped by patient, per class) held out as the small
 #: "target" set of the transfer experiment; the rest is the "source" set.
 TARGET_FRACTION = 0.1
@@ -94,6 +97,19 @@ def train_subset(manifest: data.SplitManifest, subset: str = "all", *, seed: int
             lambda r: (r.label, r.patient) not in target)
         records = [r for r in records if keep(r)]
     return [manifest.data_dir / r.path for r in records], np.array([r.label for r in records], dtype=np.int64)
+
+
+def augmented(dataset, seed: int):
+    """Apply :func:`pneumo_lib.data.augmentation` to ``(images, labels)`` batches, reproducibly.
+
+    The augmentation layers draw from a stateful seed generator; mapping them
+    sequentially (not in parallel) makes every epoch's draws the same in every process,
+    so a chapter retrained from an empty cache reproduces its stored numbers.
+    """
+    from pneumo_lib._tf import tf
+
+    layer = data.augmentation(seed)
+    return dataset.map(lambda x, y: (tf.clip_by_value(layer(x, training=True), 0.0, 1.0), y))
 
 
 @dataclass
@@ -153,11 +169,14 @@ def fit_recipe(
             )
     channels = arch.channels
     train_paths, train_labels = train_subset(manifest, recipe.subset, seed=P.seed)
-    train_ds = data.make_dataset(train_paths, train_labels, image_size=P.image_size, channels=channels,
-                                 batch_size=P.batch_size, augment=True, shuffle=True, seed=P.seed)
+    train_ds = augmented(
+        data.make_dataset(train_paths, train_labels, image_size=P.image_size, channels=channels,
+                          batch_size=P.batch_size, shuffle=True, seed=P.seed),
+        seed=P.seed,
+    )
     val_ds = data.split_dataset(manifest, "val", P, channels=channels)
     test_ds = data.split_dataset(manifest, "test", P, channels=channels)
-    transfer = arch.family == "backbone" and not recipe.train_backbone
+    transfer = recipe.weights is not None and not recipe.train_backbone
     info = {
         "name": recipe.name,
         "profile": P.name,
@@ -179,7 +198,7 @@ def fit_recipe(
         epochs=P.epochs, learning_rate=P.learning_rate,
         class_weight=data.class_weights(train_labels),
         fine_tune_epochs=P.fine_tune_epochs if transfer else 0,
-        fine_tune_learning_rate=P.fine_tune_learning_rate,
+        fine_tune_learning_rate=P.fine_tune_learning_rate, transfer=transfer,
         image_size=P.image_size, head=recipe.head, weights=recipe.weights,
         build_options={"train_backbone": True} if recipe.train_backbone else None,
         checkpoint=out, card=info, n_train=len(train_labels), seed=P.seed,
@@ -223,10 +242,7 @@ def train_on_folder(
     """
     P = get_profile(profile) if not isinstance(profile, Profile) else profile
     arch = models.architecture(name)
-    folder = Path(data_dir).expanduser()
-    if (folder / "chest_xray").is_dir():
-        folder = folder / "chest_xray"
-    folder = data.check_layout(folder)
+    folder = resolve_data_folder(data_dir)
     if weights == "profile":
         weights = None if arch.family == "scratch" else P.weights
     if weights == "source":
@@ -235,6 +251,51 @@ def train_on_folder(
                     train_backbone=arch.family == "backbone" and weights is None)
     manifest = data.make_splits(folder, seed=P.seed)
     return fit_recipe(recipe, manifest, out, verbose=verbose, strategy=strategy)
+
+
+def resolve_data_folder(data_dir: str | os.PathLike[str]) -> Path:
+    """The ``chest_xray`` folder of ``data_dir`` (itself, or its ``chest_xray`` child), checked.
+
+    Raises:
+        FileNotFoundError: No such folder, or a split (e.g. ``test``) is missing; the
+            message names the folder and the expected layout.
+    """
+    folder = Path(data_dir).expanduser()
+    if (folder / "chest_xray").is_dir():
+        folder = folder / "chest_xray"
+    return data.check_layout(folder)
+
+
+def evaluate_file(
+    model_path: str | os.PathLike[str],
+    data_dir: str | os.PathLike[str],
+    *,
+    profile: str | Profile | None = None,
+) -> evaluation.Evaluation:
+    """Evaluate a saved model on a dataset folder's test split (what ``pneumo evaluate`` runs).
+
+    The split seed, batch size and bootstrap rounds come from ``profile`` or, by default,
+    from the profile recorded in the model card (quick if there is no card); the image
+    size and channels always come from the model itself. The threshold is chosen on the
+    folder's validation split.
+    """
+    model = training.load_model(model_path)
+    card = training.read_card(model_path)
+    if profile is None:
+        values = card.get("profile_values")
+        P = Profile(**values) if values else get_profile("quick")
+    else:
+        P = get_profile(profile) if not isinstance(profile, Profile) else profile
+    size, channels = int(model.input_shape[1]), int(model.input_shape[-1])
+    P = get_profile(P, image_size=size)
+    manifest = data.make_splits(resolve_data_folder(data_dir), seed=P.seed)
+    test_ds = data.split_dataset(manifest, "test", P, channels=channels)
+    val_ds = data.split_dataset(manifest, "val", P, channels=channels)
+    return evaluation.evaluate_model(
+        model, test_ds, val_ds, name=card.get("name", model.name), bootstrap_rounds=P.bootstrap_rounds,
+        seed=P.seed, context={"profile": P.name, "data": str(manifest.data_dir), "split": "test",
+                              "manifest_hash": manifest_hash(manifest)},
+    )
 
 
 def _weights_id(weights: str | os.PathLike[str] | None) -> str | None:
@@ -316,10 +377,14 @@ def cached_training(
     if weights == "source":
         source = cached_training(name, P, head=head, weights=None, subset="source", shortcut=shortcut,
                                  retrain=False, verbose=verbose)
-        backbone_file = source.path.with_suffix(".backbone.weights.h5")
-        if not backbone_file.is_file():
-            models.backbone_of(source.model).save_weights(backbone_file)
-        weights, weights_id = str(backbone_file), f"source:{source.path.stem}"
+        # Backbones take the source backbone's weights under a new head; scratch CNNs
+        # start from the whole source model (same classes) and adapt it.
+        backbone = models.backbone_of(source.model)
+        pretrained = source.model if backbone is None else backbone
+        weights_file = source.path.with_suffix(".pretrained.weights.h5")
+        if not weights_file.is_file():
+            pretrained.save_weights(weights_file)
+        weights, weights_id = str(weights_file), f"source:{source.path.stem}"
         subset = subset or "target"
     recipe = Recipe(name, P, head, weights, weights_id, subset or "all",
                     train_backbone=arch.family == "backbone" and weights is None)

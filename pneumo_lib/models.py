@@ -43,8 +43,9 @@ class Architecture:
         min_size: Smallest input side in pixels the architecture accepts.
         cam_layer: Name of the layer Grad-CAM usually explains. For backbones the
             layer lives inside the nested backbone sub-model named :attr:`name`.
-        fine_tune_from: For backbones, the first backbone layer unfrozen when
-            fine-tuning the top blocks; ``None`` for scratch CNNs.
+        fine_tune_from: The first layer unfrozen when fine-tuning the top blocks of a
+            pretrained model (inside the backbone for backbones; a top-level conv layer
+            for the scratch CNNs).
         preprocessing: How ``[0, 1]`` inputs are mapped to what the backbone was
             trained on: ``"none"``, ``"caffe"``, ``"tf"`` or ``"torch"``.
     """
@@ -65,12 +66,12 @@ ARCHITECTURES: dict[str, Architecture] = {
         Architecture(
             "paper_cnn", "scratch",
             "Nguyen Phan & Nguyen's proposed CNN: five 3x3 conv blocks (32-64-64-128-256), dense 128",
-            channels=1, min_size=32, cam_layer="block5_conv",
+            channels=1, min_size=32, cam_layer="block5_conv", fine_tune_from="block5_conv",
         ),
         Architecture(
             "project_b_cnn", "scratch",
             "prior project B's CNN: four conv+batch-norm blocks (32-64-128-128), dense 512, dropout 0.5",
-            channels=1, min_size=16, cam_layer="block4_conv",
+            channels=1, min_size=16, cam_layer="block4_conv", fine_tune_from="block4_conv",
         ),
         Architecture(
             "vgg16", "backbone", "VGG16 (Simonyan & Zisserman 2015)",
@@ -175,9 +176,11 @@ def _check_weights_file(weights: str | os.PathLike[str]) -> Path:
 
 
 def _conv_block(x, filters: int, index: int, *, batch_norm: bool, dropout: float):
-    x = keras.layers.Conv2D(filters, 3, padding="same", activation="relu", name=f"block{index}_conv")(x)
+    x = keras.layers.Conv2D(
+        filters, 3, padding="same", activation="relu", kernel_initializer="he_normal", name=f"block{index}_conv"
+    )(x)
     if batch_norm:
-        x = keras.layers.BatchNormalization(name=f"block{index}_bn")(x)
+        x = keras.layers.BatchNormalization(momentum=BATCHNORM_MOMENTUM, name=f"block{index}_bn")(x)
     x = keras.layers.MaxPooling2D(2, name=f"block{index}_pool")(x)
     if dropout:
         x = keras.layers.Dropout(dropout, name=f"block{index}_dropout")(x)
@@ -201,6 +204,11 @@ def build_scratch_cnn(
       straight into the output activation.
     * ``"project_b_cnn"``: prior project B's CNN: four blocks of 3x3 conv (32, 64, 128,
       128, ReLU) + batch-norm + 2x2 max-pooling, dense 512 (ReLU), dropout 0.5, head.
+      Batch-norm momentum is :data:`BATCHNORM_MOMENTUM` so that short runs work.
+
+    Convolutions and hidden dense layers start from He-normal weights, the usual choice
+    before ReLUs (Keras' default Glorot initialisation left the paper's CNN on a plateau
+    for several epochs in the quick profile).
 
     Args:
         name: ``"paper_cnn"`` or ``"project_b_cnn"``.
@@ -231,18 +239,30 @@ def build_scratch_cnn(
         for i, (filters, drop) in enumerate(zip((32, 64, 64, 128, 256), (0.1, 0.1, 0.1, 0.2, 0.2)), 1):
             x = _conv_block(x, filters, i, batch_norm=False, dropout=drop)
         x = keras.layers.Flatten(name="flatten")(x)
-        x = keras.layers.Dense(128, activation="relu", name="dense")(x)
+        x = keras.layers.Dense(128, activation="relu", kernel_initializer="he_normal", name="dense")(x)
         x = keras.layers.Dropout(0.2, name="dense_dropout")(x)
     else:
         for i, filters in enumerate((32, 64, 128, 128), 1):
             x = _conv_block(x, filters, i, batch_norm=True, dropout=0.0)
         x = keras.layers.Flatten(name="flatten")(x)
-        x = keras.layers.Dense(512, activation="relu", name="dense")(x)
+        x = keras.layers.Dense(512, activation="relu", kernel_initializer="he_normal", name="dense")(x)
         x = keras.layers.Dropout(0.5, name="dense_dropout")(x)
     model = keras.Model(inputs, _head(x, head), name=name)
     if weights is not None:
         model.load_weights(str(_check_weights_file(weights)))
     return model
+
+
+#: Batch-norm momentum of networks trained from scratch here. Keras' defaults (0.99, and
+#: 0.999 in MobileNetV2) need thousands of steps before the moving statistics used at
+#: inference match the batches; short quick-profile runs take a few hundred.
+BATCHNORM_MOMENTUM = 0.9
+
+
+def _fast_batchnorm(model: keras.Model) -> None:
+    for layer in model.layers:
+        if isinstance(layer, keras.layers.BatchNormalization):
+            layer.momentum = BATCHNORM_MOMENTUM
 
 
 def _preprocessing(arch: Architecture, x: keras.KerasTensor) -> keras.KerasTensor:
@@ -353,7 +373,8 @@ def build_transfer_model(
         train_backbone: ``False`` (default): the backbone is frozen and called with
             ``training=False`` (the first phase of transfer learning; :func:`unfreeze_top`
             opens its top blocks later). ``True``: train the whole backbone, its
-            batch-norm layers in training mode, as when training it from scratch.
+            batch-norm layers in training mode with momentum :data:`BATCHNORM_MOMENTUM`,
+            as when training it from scratch.
 
     Returns:
         A functional model mapping ``(N, S, S, C)`` float32 in ``[0, 1]`` to probabilities.
@@ -366,6 +387,8 @@ def build_transfer_model(
         raise ValueError(f"dropout must be in [0, 1), got {dropout}.")
     backbone = build_backbone(name, image_size, channels=channels, weights=weights)
     backbone.trainable = train_backbone
+    if train_backbone:
+        _fast_batchnorm(backbone)
     inputs = keras.Input((image_size, image_size, channels), name="image")
     x = _preprocessing(arch, inputs)
     x = backbone(x) if train_backbone else backbone(x, training=False)
@@ -422,35 +445,65 @@ def backbone_of(model: keras.Model) -> keras.Model | None:
     return model.get_layer(arch.name) if arch.family == "backbone" else None
 
 
-def unfreeze_top(model: keras.Model, from_layer: str | None = None) -> int:
-    """Make the backbone trainable from ``from_layer`` on (the top blocks); freeze the rest.
+def has_frozen_backbone(model: keras.Model) -> bool:
+    """True for a transfer model whose backbone is frozen (how :func:`build_transfer_model` builds it)."""
+    backbone = backbone_of(model)
+    return backbone is not None and not backbone.trainable
 
-    Batch-normalisation layers stay frozen (they also run in inference mode, see
-    :func:`build_transfer_model`), the usual recipe for fine-tuning on small data.
+
+def _feature_layers(model: keras.Model) -> list:
+    """The layers holding a model's features: the backbone's, or a scratch CNN's up to ``flatten``."""
+    backbone = backbone_of(model)
+    if backbone is not None:
+        return list(backbone.layers)
+    names = [layer.name for layer in model.layers]
+    return list(model.layers[: names.index("flatten")])
+
+
+def freeze_features(model: keras.Model) -> None:
+    """Freeze the feature layers (backbone, or a scratch CNN's conv blocks); the head stays trainable.
+
+    The first phase of transfer learning: only the classification head learns.
     Recompile the model afterwards.
+    """
+    backbone = backbone_of(model)
+    if backbone is not None:
+        backbone.trainable = False
+        return
+    for layer in _feature_layers(model):
+        layer.trainable = False
+
+
+def unfreeze_top(model: keras.Model, from_layer: str | None = None) -> int:
+    """Make the features trainable from ``from_layer`` on (the top blocks); freeze the rest.
+
+    Batch-normalisation layers stay frozen (inside backbones they also run in inference
+    mode, see :func:`build_transfer_model`), the usual recipe for fine-tuning on small
+    data. Recompile the model afterwards.
 
     Args:
-        model: A model from :func:`build_transfer_model`.
-        from_layer: First backbone layer to unfreeze; default: the architecture's
+        model: A model built here (a transfer model, or a scratch CNN being fine-tuned).
+        from_layer: First feature layer to unfreeze; default: the architecture's
             :attr:`Architecture.fine_tune_from`.
 
     Returns:
-        The number of backbone layers that are now trainable.
+        The number of feature layers with weights that are now trainable.
 
     Raises:
-        ValueError: Not a transfer model, or ``from_layer`` is not in the backbone.
+        ValueError: ``from_layer`` is not among the feature layers.
     """
     backbone = backbone_of(model)
-    if backbone is None:
-        raise ValueError(f"{model.name} has no backbone to fine-tune (it is trained from scratch).")
+    layers = _feature_layers(model)
     start = from_layer or architecture_of(model).fine_tune_from
-    names = [layer.name for layer in backbone.layers]
+    names = [layer.name for layer in layers]
     if start not in names:
-        raise ValueError(f"Layer {start!r} is not in the {backbone.name} backbone.")
-    backbone.trainable = True
+        where = f"the {backbone.name} backbone" if backbone is not None else f"the features of {model.name}"
+        raise ValueError(f"Layer {start!r} is not in {where}.")
+    if backbone is not None:
+        backbone.trainable = True
     first = names.index(start)
     count = 0
-    for i, layer in enumerate(backbone.layers):
+    for i, layer in enumerate(layers):
         layer.trainable = i >= first and not isinstance(layer, keras.layers.BatchNormalization)
         count += int(layer.trainable and bool(layer.weights))
     return count

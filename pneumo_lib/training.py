@@ -98,6 +98,11 @@ def use_mixed_precision(mode: str | bool = "auto") -> bool:
 # --------------------------------------------------------------------------- compile / fit
 
 
+#: Thresholds of the Keras AUC metric (the default 200 cannot see the small spread of
+#: scores of a network early in training, where every score is close to 0.5).
+AUC_THRESHOLDS = 1000
+
+
 def compile_model(model: keras.Model, learning_rate: float) -> keras.Model:
     """Compile with Adam, the loss matching the head, and ROC AUC / accuracy metrics.
 
@@ -108,11 +113,12 @@ def compile_model(model: keras.Model, learning_rate: float) -> keras.Model:
     """
     if model.output_shape[-1] == 1:
         loss = keras.losses.BinaryCrossentropy()
-        metrics = [keras.metrics.AUC(name="auc"), keras.metrics.BinaryAccuracy(name="accuracy")]
+        metrics = [keras.metrics.AUC(name="auc", num_thresholds=AUC_THRESHOLDS),
+                   keras.metrics.BinaryAccuracy(name="accuracy")]
     else:
         loss = keras.losses.CategoricalCrossentropy()
         metrics = [
-            keras.metrics.AUC(name="auc", multi_label=True, num_labels=2),
+            keras.metrics.AUC(name="auc", multi_label=True, num_labels=2, num_thresholds=AUC_THRESHOLDS),
             keras.metrics.CategoricalAccuracy(name="accuracy"),
         ]
     model.compile(optimizer=keras.optimizers.Adam(learning_rate), loss=loss, metrics=metrics)
@@ -229,8 +235,10 @@ def train(
     class_weight: dict[int, float] | None = None,
     fine_tune_epochs: int = 0,
     fine_tune_learning_rate: float = 1e-5,
+    transfer: bool | None = None,
     patience: int = 3,
-    lr_patience: int = 1,
+    lr_patience: int = 2,
+    warmup_epochs: int = 2,
     image_size: int | None = None,
     head: str = "sigmoid",
     weights: str | os.PathLike[str] | None = None,
@@ -256,12 +264,17 @@ def train(
         epochs: Maximum epochs of the first phase (early stopping may end sooner).
         learning_rate: Adam learning rate of the first phase.
         class_weight: ``{0: w_normal, 1: w_pneumonia}`` loss weights, or ``None``.
-        fine_tune_epochs: Epochs of a second phase that unfreezes the backbone's top
-            blocks (:func:`pneumo_lib.models.unfreeze_top`); 0 skips it. Scratch CNNs
-            ignore it.
+        fine_tune_epochs: Epochs of the second phase of transfer learning, which
+            unfreezes the top blocks (:func:`pneumo_lib.models.unfreeze_top`); 0 skips it.
         fine_tune_learning_rate: Adam learning rate of the second phase.
+        transfer: Train as transfer learning: a first phase with the features frozen
+            (:func:`pneumo_lib.models.freeze_features`: the backbone, or a pretrained
+            scratch CNN's conv blocks), then the fine-tuning phase. ``None``: for models
+            whose backbone is frozen (the default build of a backbone model).
         patience: Epochs without a better ``val_auc`` before a phase stops early.
         lr_patience: Epochs without improvement before the learning rate is divided by 3.
+        warmup_epochs: Epochs of each phase before early stopping may start counting
+            (networks trained from scratch often sit on a plateau at first).
         image_size, head, weights: Passed to :func:`pneumo_lib.models.build_model` when
             ``model`` is a name.
         checkpoint: Path ``*.keras`` where the best model so far is saved (atomically,
@@ -295,9 +308,12 @@ def train(
     timer = _TrainTimer()
     history: dict[str, list] = {}
     phases = [("train", learning_rate, epochs)]
-    is_transfer = models.architecture_of(model).family == "backbone"
-    if fine_tune_epochs and is_transfer:
-        phases.append(("fine-tune", fine_tune_learning_rate, fine_tune_epochs))
+    if transfer is None:
+        transfer = models.has_frozen_backbone(model)
+    if transfer:
+        models.freeze_features(model)
+        if fine_tune_epochs:
+            phases.append(("fine-tune", fine_tune_learning_rate, fine_tune_epochs))
     done = 0
     for phase, rate, phase_epochs in phases:
         with dist.scope():
@@ -307,7 +323,9 @@ def train(
         phase_callbacks = [
             keep,
             timer,
-            keras.callbacks.EarlyStopping(monitor="val_auc", mode="max", patience=patience),
+            keras.callbacks.EarlyStopping(
+                monitor="val_auc", mode="max", patience=patience, start_from_epoch=done + warmup_epochs
+            ),
             keras.callbacks.ReduceLROnPlateau(
                 monitor="val_auc", mode="max", factor=1 / 3, patience=lr_patience, min_lr=rate / 100, verbose=0
             ),

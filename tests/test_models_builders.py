@@ -162,5 +162,15 @@ def test_unfreeze_top_opens_only_the_top_blocks_and_keeps_batchnorm_frozen():
     top = backbone.layers[start:]
     assert all(l.trainable for l in top if l.weights and not isinstance(l, keras.layers.BatchNormalization))
     assert not any(l.trainable for l in top if isinstance(l, keras.layers.BatchNormalization))
-    with pytest.raises(ValueError, match="no backbone"):
-        models.unfreeze_top(models.build_model("project_b_cnn", 16))
+    with pytest.raises(ValueError, match="'conv9' is not in the mobilenet_v2 backbone"):
+        models.unfreeze_top(model, "conv9")
+
+
+def test_scratch_cnn_freezes_its_conv_blocks_and_fine_tunes_the_top_one():
+    model = models.build_model("paper_cnn", 32)
+    models.freeze_features(model)
+    frozen = {l.name for l in model.layers if l.weights and not l.trainable}
+    assert frozen == {f"block{i}_conv" for i in range(1, 6)}
+    assert model.get_layer("dense").trainable and model.get_layer("logits").trainable
+    assert models.unfreeze_top(model) == 1
+    assert model.get_layer("block5_conv").trainable and not model.get_layer("block4_conv").trainable

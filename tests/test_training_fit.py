@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from _synthetic import dataset, noise_arrays, separable_arrays
-from pneumo_lib import models, training
+from pneumo_lib import evaluation, models, training
 from pneumo_lib._tf import keras, tf
 
 QUIET = dict(verbose=0, seed=7)
@@ -29,12 +29,16 @@ def _weights(model):
 def test_a_small_cnn_learns_a_separable_set(head):
     x, y = separable_arrays(96, size=32, seed=0)
     xv, yv = separable_arrays(32, size=32, seed=1)
-    result = training.train("paper_cnn", dataset(x, y), dataset(xv, yv), image_size=32, head=head, epochs=4,
+    result = training.train("paper_cnn", dataset(x, y), dataset(xv, yv), image_size=32, head=head, epochs=3,
                             learning_rate=3e-3, n_train=96, **QUIET)
     assert result.best_val_auc == pytest.approx(1.0)
-    x, y = separable_arrays(40, size=32, seed=5)
-    p = np.asarray(result.model(x))[:, -1]
-    assert ((p >= 0.5) == y).mean() >= 0.95
+    # New images: ranked perfectly, and classified at a threshold chosen on validation.
+    x_new, y_new = separable_arrays(40, size=32, seed=5)
+    p_val = np.asarray(result.model(xv))[:, -1]
+    threshold = evaluation.choose_threshold(yv, p_val)
+    p_new = np.asarray(result.model(x_new))[:, -1]
+    assert evaluation.binary_metrics(y_new, p_new)["roc_auc"] == pytest.approx(1.0)
+    assert ((p_new >= threshold) == y_new).mean() >= 0.95
     assert result.history["phase"] == ["train"] * len(result.history["loss"])
     assert result.images_per_second > 0
     assert result.strategy == "_DefaultDistributionStrategy" and result.replicas == 1
@@ -43,11 +47,11 @@ def test_a_small_cnn_learns_a_separable_set(head):
 
 def test_same_seed_gives_identical_training(separable):
     train_ds, val_ds = separable
-    runs = [training.train("project_b_cnn", train_ds, val_ds, image_size=16, epochs=2, **QUIET) for _ in range(2)]
+    runs = [training.train("project_b_cnn", train_ds, val_ds, image_size=16, epochs=1, **QUIET) for _ in range(2)]
     assert runs[0].history["loss"] == runs[1].history["loss"]
     for a, b in zip(_weights(runs[0].model), _weights(runs[1].model)):
         np.testing.assert_array_equal(a, b)
-    other = training.train("project_b_cnn", train_ds, val_ds, image_size=16, epochs=2, verbose=0, seed=8)
+    other = training.train("project_b_cnn", train_ds, val_ds, image_size=16, epochs=1, verbose=0, seed=8)
     assert other.history["loss"] != runs[0].history["loss"]
 
 
@@ -95,41 +99,44 @@ def test_interrupted_training_leaves_the_last_best_checkpoint_loadable(separable
     assert not list(tmp_path.glob(".model.*"))  # no half-written temporary files left
 
 
-def _initial_kernels(seed, names):
-    """Kernels of a MobileNetV2 classifier built right after seeding, as train() builds it."""
-    from pneumo_lib import runtime
-
-    runtime.seed_everything(seed)
-    backbone = models.backbone_of(models.build_model("mobilenet_v2", 32, weights=None))
-    return {name: np.asarray(backbone.get_layer(name).kernel) for name in names}
-
-
 class _RecordKernels(keras.callbacks.Callback):
     def __init__(self, names):
         super().__init__()
         self.names, self.epochs = names, []
 
     def on_epoch_end(self, epoch, logs=None):
-        backbone = models.backbone_of(self.model)
-        self.epochs.append({n: np.asarray(backbone.get_layer(n).kernel) for n in self.names})
+        self.epochs.append({n: np.asarray(self.model.get_layer(n).kernel) for n in self.names})
 
 
-def test_two_phase_fine_tuning_changes_only_the_top_of_the_backbone():
-    x, y = separable_arrays(32, size=32, channels=3, seed=0)
+def test_two_phase_transfer_trains_the_head_first_then_only_the_top_block(tmp_path):
+    x, y = separable_arrays(32, size=32, seed=0)
     ds = dataset(x, y)
-    names = ("Conv1", "block_16_project")
-    initial = _initial_kernels(7, names)
+    pretrained = models.build_model("paper_cnn", 32)
+    weights = tmp_path / "pretrained.weights.h5"
+    pretrained.save_weights(weights)
+    names = ("block1_conv", "block5_conv", "dense")
+    initial = {n: np.asarray(pretrained.get_layer(n).kernel) for n in names}
     record = _RecordKernels(names)
-    result = training.train("mobilenet_v2", ds, ds, image_size=32, epochs=1, fine_tune_epochs=1,
-                            fine_tune_learning_rate=1e-3, callbacks=[record], **QUIET)
+    result = training.train("paper_cnn", ds, ds, image_size=32, weights=weights, transfer=True, epochs=1,
+                            fine_tune_epochs=1, fine_tune_learning_rate=1e-3, callbacks=[record], **QUIET)
     assert result.history["phase"] == ["train", "fine-tune"]
-    after_frozen, after_fine_tune = record.epochs
-    # Phase 1: the whole backbone is frozen.
-    for name in names:
-        np.testing.assert_array_equal(after_frozen[name], initial[name])
-    # Phase 2: the top blocks (from block_13_expand) move, Conv1 far below does not.
-    np.testing.assert_array_equal(after_fine_tune["Conv1"], initial["Conv1"])
-    assert not np.array_equal(after_fine_tune["block_16_project"], initial["block_16_project"])
+    frozen_phase, fine_tune_phase = record.epochs
+    # Phase 1: the pretrained features are frozen, the head learns.
+    np.testing.assert_array_equal(frozen_phase["block1_conv"], initial["block1_conv"])
+    np.testing.assert_array_equal(frozen_phase["block5_conv"], initial["block5_conv"])
+    assert not np.array_equal(frozen_phase["dense"], initial["dense"])
+    # Phase 2: the top block (block5_conv) moves too; block1_conv never does.
+    np.testing.assert_array_equal(fine_tune_phase["block1_conv"], initial["block1_conv"])
+    assert not np.array_equal(fine_tune_phase["block5_conv"], initial["block5_conv"])
+
+
+def test_only_models_with_a_frozen_backbone_default_to_two_phases():
+    model = models.build_model("mobilenet_v2", 32, weights=None)
+    assert models.has_frozen_backbone(model)
+    models.unfreeze_top(model)
+    assert not models.has_frozen_backbone(model)
+    assert not models.has_frozen_backbone(models.build_model("mobilenet_v2", 32, weights=None, train_backbone=True))
+    assert not models.has_frozen_backbone(models.build_model("project_b_cnn", 16))
 
 
 def test_progress_is_quiet_in_notebooks_and_a_line_per_epoch_in_logs(monkeypatch):

@@ -1,0 +1,89 @@
+"""``pneumo train`` and ``pneumo evaluate``: train a model on a dataset folder, evaluate a model file."""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+from pneumo_lib.profiles import PROFILES
+
+_MODELS = ("paper_cnn", "project_b_cnn", "vgg16", "vgg19", "resnet50", "mobilenet_v2", "densenet121")
+
+
+def add_commands(subparsers: argparse._SubParsersAction) -> None:
+    train = subparsers.add_parser(
+        "train",
+        help="train a model on a dataset folder and save it (.keras + model card)",
+        description=(
+            "Train one model on a folder in the Kaggle layout (what `pneumo data ... --out DIR` wrote): "
+            "patient-grouped train/val split, class weights, early stopping on validation AUC, "
+            "best checkpoint saved to --out, test metrics with the threshold chosen on validation."
+        ),
+    )
+    train.add_argument("--model", required=True, help=f"one of: {', '.join(_MODELS)}")
+    train.add_argument("--data", required=True, metavar="DIR", help="dataset folder (holds chest_xray/ or train/val/test)")
+    train.add_argument("--out", required=True, metavar="FILE", help="model file to write, e.g. model.keras")
+    train.add_argument("--profile", default="quick", help=f"one of: {', '.join(PROFILES)} (default: quick)")
+    train.add_argument("--head", default="sigmoid", choices=("sigmoid", "softmax"))
+    train.add_argument(
+        "--weights", default="profile",
+        help="backbones: 'imagenet', 'none' (from scratch), a local weights file, or 'profile' (default)",
+    )
+    train.add_argument("--epochs", type=int, default=None, help="override the profile's epochs")
+    train.add_argument("--strategy", default="auto", choices=("auto", "default", "mirrored", "tpu"))
+    train.add_argument("--quiet", action="store_true", help="no per-epoch output")
+    train.set_defaults(handler=_train)
+
+    evaluate = subparsers.add_parser(
+        "evaluate",
+        help="evaluate a model file on a dataset folder's test split",
+        description=(
+            "Accuracy, precision, sensitivity, specificity, F1, ROC AUC and PR AUC on the test split, "
+            "at a threshold chosen on the validation split, with bootstrap 95%% intervals."
+        ),
+    )
+    evaluate.add_argument("model", metavar="MODEL.keras")
+    evaluate.add_argument("--data", required=True, metavar="DIR", help="dataset folder")
+    evaluate.add_argument("--profile", default=None, help="default: the profile in the model card")
+    evaluate.add_argument("--json", action="store_true", help="print the metrics as one JSON object")
+    evaluate.set_defaults(handler=_evaluate)
+
+
+def _train(args: argparse.Namespace) -> int:
+    from pneumo_lib import experiments
+    from pneumo_lib.profiles import get_profile
+
+    profile = get_profile(args.profile, epochs=args.epochs)
+    weights = None if args.weights.lower() == "none" else args.weights
+    result, evaluation = experiments.train_on_folder(
+        args.model, args.data, args.out, profile=profile, head=args.head, weights=weights,
+        verbose=0 if args.quiet else "auto", strategy=args.strategy,
+    )
+    summary = result.summary()
+    print(f"saved {args.out} (model card beside it)")
+    print(f"best epoch {summary['best_epoch']} of {summary['epochs_run']}, validation ROC AUC {summary['best_val_auc']:.4f}, "
+          f"{summary['images_per_second']} images/s on {summary['replicas']} replica(s)")
+    _print_evaluation(evaluation)
+    return 0
+
+
+def _evaluate(args: argparse.Namespace) -> int:
+    from pneumo_lib import experiments
+
+    evaluation = experiments.evaluate_file(args.model, args.data, profile=args.profile)
+    if args.json:
+        print(json.dumps(evaluation.as_dict(), sort_keys=True))
+    else:
+        _print_evaluation(evaluation)
+    return 0
+
+
+def _print_evaluation(evaluation) -> None:
+    from pneumo_lib.evaluation import METRIC_TITLES, METRICS
+
+    print(f"test split, threshold {evaluation.threshold:.4f} ({evaluation.threshold_source}):")
+    for name in METRICS:
+        low, high = evaluation.ci[name]
+        print(f"  {METRIC_TITLES[name]:>12}  {evaluation.metrics[name]:.4f}  95% CI [{low:.4f}, {high:.4f}]")
+    (tn, fp), (fn, tp) = evaluation.metrics["confusion"]
+    print(f"  confusion: TN {tn}  FP {fp}  FN {fn}  TP {tp}")

@@ -1,0 +1,180 @@
+"""Evaluation: metrics against hand-computed answers, threshold on validation, bootstrap, tables."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+from pneumo_lib import evaluation as ev
+
+# Ten test samples, worked by hand at threshold 0.5:
+#   label: 0    0    0    0    0    0    1    1    1    1
+#   p:     0.1  0.2  0.3  0.6  0.7  0.4  0.8  0.9  0.35 0.55
+#   pred:  0    0    0    1    1    0    1    1    0    1
+# TN=4 FP=2 FN=1 TP=3 -> accuracy 7/10, precision 3/5, recall 3/4, specificity 4/6, F1 2*.6*.75/1.35 = 2/3.
+# ROC AUC: of the 24 (positive, negative) pairs, the positive scores higher in
+#   0.8 -> 6, 0.9 -> 6, 0.55 -> 4 (above .1 .2 .3 .4), 0.35 -> 3 (above .1 .2 .3): 19/24.
+Y = np.array([0, 0, 0, 0, 0, 0, 1, 1, 1, 1])
+P = np.array([0.1, 0.2, 0.3, 0.6, 0.7, 0.4, 0.8, 0.9, 0.35, 0.55])
+
+
+def test_binary_metrics_match_the_hand_computed_confusion_matrix():
+    m = ev.binary_metrics(Y, P, 0.5)
+    assert m["confusion"] == [[4, 2], [1, 3]]
+    assert m["accuracy"] == pytest.approx(0.7)
+    assert m["precision"] == pytest.approx(0.6)
+    assert m["recall"] == pytest.approx(0.75)
+    assert m["specificity"] == pytest.approx(4 / 6)
+    assert m["f1"] == pytest.approx(2 / 3)
+    assert m["roc_auc"] == pytest.approx(19 / 24)
+    assert m["n"] == 10 and m["threshold"] == 0.5
+
+
+def test_vectorised_count_metrics_agree_with_scikit_learn():
+    rng = np.random.default_rng(4)
+    for _ in range(20):
+        y = rng.integers(0, 2, 15)
+        p = rng.random(15)
+        sk = ev.binary_metrics(y, p, 0.5)
+        (tn, fp), (fn, tp) = sk["confusion"]
+        ours = ev._count_metrics(tp, fp, fn, tn)
+        for name, value in ours.items():
+            np.testing.assert_allclose(float(value), sk[name], equal_nan=True)
+
+
+def test_average_precision_by_hand():
+    # Ranked by score: .9(1) .8(1) .7(0) .6(0) .55(1) .4(0) .35(1) ...
+    # AP = mean precision at each positive: (1/1 + 2/2 + 3/5 + 4/7) / 4
+    expected = (1 + 1 + 3 / 5 + 4 / 7) / 4
+    assert ev.binary_metrics(Y, P)["pr_auc"] == pytest.approx(expected)
+
+
+def test_threshold_is_inclusive_and_single_class_aucs_are_nan():
+    m = ev.binary_metrics([0, 1], [0.5, 0.5], 0.5)
+    assert m["confusion"] == [[0, 1], [0, 1]]
+    single = ev.binary_metrics([1, 1, 1], [0.2, 0.7, 0.9], 0.5)
+    assert math.isnan(single["roc_auc"]) and math.isnan(single["specificity"])
+    assert single["recall"] == pytest.approx(2 / 3)
+
+
+def test_bad_inputs_are_named():
+    with pytest.raises(ValueError, match="differ in length: 3 vs 2"):
+        ev.binary_metrics([0, 1, 1], [0.1, 0.2])
+    with pytest.raises(ValueError, match="Labels must be 0 \\(NORMAL\\) or 1"):
+        ev.binary_metrics([0, 2], [0.1, 0.2])
+    with pytest.raises(ValueError, match="within \\[0, 1\\]"):
+        ev.binary_metrics([0, 1], [0.1, 1.2])
+
+
+def test_youden_threshold_on_validation_by_hand():
+    # Validation: negatives at .1 .2 .3 .65, positives at .6 .7 .8 .9.
+    # Threshold .6: TPR 1, FPR 1/4 -> J .75; .7: TPR 3/4, FPR 0 -> J .75. Tie -> closest to .5 -> .6.
+    y = [0, 0, 0, 0, 1, 1, 1, 1]
+    p = [0.1, 0.2, 0.3, 0.65, 0.6, 0.7, 0.8, 0.9]
+    assert ev.choose_threshold(y, p) == pytest.approx(0.6)
+    # F1: at .6 -> P 4/5 R 1 F1 .889; at .7 -> P 1 R .75 F1 .857 -> .6
+    assert ev.choose_threshold(y, p, method="f1") == pytest.approx(0.6)
+    with pytest.raises(ValueError, match="both classes"):
+        ev.choose_threshold([1, 1], [0.2, 0.3])
+
+
+def test_the_threshold_comes_from_validation_never_from_test():
+    # Validation separates perfectly at 0.8; on test the best threshold would be 0.3.
+    y_val, p_val = [0, 0, 1, 1], [0.5, 0.6, 0.8, 0.9]
+    y_test, p_test = [0, 0, 1, 1], [0.1, 0.2, 0.3, 0.4]
+    e = ev.evaluate_predictions(y_test, p_test, y_val, p_val, bootstrap_rounds=20)
+    assert e.threshold == pytest.approx(0.8)
+    assert e.threshold_source == "validation (youden)"
+    assert e.metrics["confusion"] == [[2, 0], [2, 0]]  # every test image below 0.8: predicted NORMAL
+    assert e.metrics["roc_auc"] == pytest.approx(1.0)  # ranking is threshold-free
+    assert e.val_metrics["accuracy"] == pytest.approx(1.0)
+    fixed = ev.evaluate_predictions(y_test, p_test, threshold=0.25, bootstrap_rounds=20)
+    assert fixed.threshold_source == "given" and fixed.metrics["accuracy"] == pytest.approx(1.0)
+    default = ev.evaluate_predictions(y_test, p_test, bootstrap_rounds=20)
+    assert default.threshold == 0.5 and default.threshold_source == "default 0.5"
+
+
+def test_bootstrap_intervals_contain_the_estimate_narrow_with_more_data_and_repeat():
+    rng = np.random.default_rng(0)
+
+    def sample(n):
+        y = rng.integers(0, 2, n)
+        p = np.clip(0.5 + (y - 0.5) * 0.3 + rng.normal(0, 0.25, n), 0, 1)
+        return y, p
+
+    y_small, p_small = sample(60)
+    y_big, p_big = sample(1000)
+    small = ev.bootstrap_ci(y_small, p_small, 0.5, rounds=100, seed=1)
+    big = ev.bootstrap_ci(y_big, p_big, 0.5, rounds=100, seed=1)
+    point = ev.binary_metrics(y_big, p_big, 0.5)
+    for m in ev.METRICS:
+        lo, hi = big[m]
+        assert lo <= point[m] <= hi
+        assert hi - lo < small[m][1] - small[m][0]
+    assert ev.bootstrap_ci(y_small, p_small, 0.5, rounds=50, seed=3) == ev.bootstrap_ci(
+        y_small, p_small, 0.5, rounds=50, seed=3)
+    # Perfect separation: every resample has AUC 1, so the interval is [1, 1].
+    perfect = ev.bootstrap_ci([0, 0, 1, 1] * 5, [0.1, 0.2, 0.8, 0.9] * 5, 0.5, rounds=50)
+    assert perfect["roc_auc"] == (1.0, 1.0)
+
+
+class _FixedModel:
+    """Stands in for a Keras model: returns fixed outputs batch by batch."""
+
+    name = "fixed"
+
+    def __init__(self, outputs):
+        self.outputs, self.calls = list(outputs), 0
+
+    def __call__(self, images, training=False):
+        out = self.outputs[self.calls]
+        self.calls += 1
+        return out
+
+
+@pytest.mark.parametrize("head", ["sigmoid", "softmax"])
+def test_predict_proba_reads_pneumonia_probability_for_both_heads(head):
+    batches = [(np.zeros((2, 4, 4, 1)), np.array([0.0, 1.0])), (np.zeros((1, 4, 4, 1)), np.array([1.0]))]
+    p1 = [np.array([0.2, 0.9]), np.array([0.7])]
+    if head == "sigmoid":
+        outputs = [p[:, None] for p in p1]
+    else:
+        outputs = [np.stack([1 - p, p], axis=1) for p in p1]
+    y, p = ev.predict_proba(_FixedModel(outputs), batches)
+    assert y.tolist() == [0, 1, 1]
+    np.testing.assert_allclose(p, [0.2, 0.9, 0.7])
+
+
+def test_comparison_table_names_models_references_and_provenance():
+    a = ev.evaluate_predictions(Y, P, name="model A", threshold=0.5, bootstrap_rounds=30)
+    b = ev.evaluate_predictions(Y, 1 - P, name="model B", threshold=0.5, bootstrap_rounds=30)
+    table = ev.comparison_table(
+        [a, b], caption="Test split of the phantom data, quick profile",
+        references=[{"name": "Kermany et al. 2018 (real data; reference)", "accuracy": 0.928, "roc_auc": 0.968}],
+    )
+    text = str(table)
+    assert text.splitlines()[0] == "Test split of the phantom data, quick profile"
+    assert table.header == ["model", "threshold", "accuracy", "sensitivity", "specificity", "F1", "ROC AUC"]
+    assert table.rows[0][0] == "model A" and table.rows[0][2].startswith("0.700 [")
+    assert table.rows[1][6].startswith(f"{5 / 24:.3f}")  # reversed scores: AUC 1 - 19/24
+    assert table.rows[2] == ["Kermany et al. 2018 (real data; reference)", "-", "0.928", "-", "-", "-", "0.968"]
+    assert table.to_markdown().startswith("*Test split of the phantom data, quick profile*")
+    with pytest.raises(ValueError, match="Unknown metric"):
+        ev.comparison_table([a], caption="x", metrics=["auc"])
+
+
+def test_plots_draw_one_curve_per_model():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    a = ev.evaluate_predictions(Y, P, name="A", bootstrap_rounds=20)
+    b = ev.evaluate_predictions(Y, P ** 2, name="B", bootstrap_rounds=20)
+    fig = ev.plot_curves([a, b])
+    roc_ax, pr_ax = fig.axes
+    assert [l.get_label() for l in roc_ax.get_legend().get_lines()][:2] == [
+        f"A (AUC {a.metrics['roc_auc']:.3f})", f"B (AUC {b.metrics['roc_auc']:.3f})"]
+    assert len(pr_ax.lines) == 2
+    bars = ev.plot_comparison([a, b], metrics=["accuracy", "roc_auc"])
+    assert len(bars.axes[0].patches) == 4

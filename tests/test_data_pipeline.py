@@ -61,6 +61,19 @@ def test_shuffle_is_seeded_and_reshuffles_each_epoch(manifest):
     assert not np.array_equal(a[0], order(2)[0])
 
 
+@pytest.mark.parametrize("cache", [True, False])
+def test_shuffled_images_stay_with_their_labels_cached_or_streamed(manifest, cache):
+    paths = manifest.paths("train")
+    plain = data.load_images(paths, 16)
+    d = data.make_dataset(paths, np.arange(len(paths)), image_size=16, batch_size=7, shuffle=True,
+                          seed=4, cache=cache)
+    batches = list(d)  # one epoch: every iteration reshuffles
+    x = np.concatenate([b[0].numpy() for b in batches])
+    idx = np.concatenate([b[1].numpy() for b in batches]).astype(int)
+    assert sorted(idx) == list(range(len(paths))) and list(idx) != sorted(idx)
+    np.testing.assert_array_equal(x, plain[idx])
+
+
 def test_augmentation_changes_pixels_keeps_range_and_labels(manifest):
     paths, labels = manifest.paths("train")[:8], manifest.labels("train")[:8]
     plain = next(iter(data.make_dataset(paths, labels, image_size=32, batch_size=8)))

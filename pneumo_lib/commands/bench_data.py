@@ -41,34 +41,37 @@ def add_commands(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--repeats", type=int, default=3, help="timed runs per loader; medians are printed")
     parser.add_argument("--memory", action="store_true", help="also measure peak memory (generates datasets)")
     parser.add_argument("--memory-size", type=int, default=224, help="input side for the memory runs")
+    parser.add_argument("--generation", action="store_true",
+                        help="also time generating 1,000 phantom images of 256 px (target: under 30 s)")
     parser.add_argument("--stream", type=Path, default=None, help=argparse.SUPPRESS)  # child process mode
     parser.set_defaults(handler=_run)
 
 
-def _epochs(make, n_images: int, repeats: int) -> tuple[float, float]:
-    """Median images/s of two passes over a fresh loader (``make()`` returns an iterable of batches)."""
-    runs = []
-    for _ in range(repeats):
-        rates = []
-        loader = make()
-        for _ in range(2):
-            start = time.perf_counter()
-            seen = 0
-            for batch in loader:
-                seen += len(batch[1])
-                if seen >= n_images:  # Keras' generator loops forever
-                    break
-            rates.append(seen / (time.perf_counter() - start))
-        runs.append(rates)
-    return statistics.median(r[0] for r in runs), statistics.median(r[1] for r in runs)
+def _two_epochs(make, n_images: int) -> list[float]:
+    """Images/s of two passes over a fresh loader (``make()`` returns an iterable of batches)."""
+    rates = []
+    loader = make()
+    for _ in range(2):
+        start = time.perf_counter()
+        seen = 0
+        for batch in loader:
+            seen += len(batch[1])
+            if seen >= n_images:  # Keras' generator loops forever
+                break
+        rates.append(seen / (time.perf_counter() - start))
+    return rates
 
 
 def throughput(data_dir: Path, size: int, batch: int, repeats: int = 3) -> dict[str, tuple[float, float]]:
     """``{loader: (epoch 1 images/s, epoch 2 images/s)}`` over the train folder of ``data_dir``.
 
     TensorFlow's one-time start-up (thread pools, kernels) is paid by a warm-up pass
-    before any timing; each loader is then timed ``repeats`` times, fresh each time.
+    before any timing. The loaders then take turns, ``repeats`` rounds, each run on a
+    fresh loader, so that a change of load on a shared machine hits all of them; the
+    medians are reported.
     """
+    from keras.src.legacy.preprocessing.image import ImageDataGenerator
+
     from pneumo_lib._tf import keras
     from pneumo_lib.data import layout, make_dataset
 
@@ -78,20 +81,21 @@ def throughput(data_dir: Path, size: int, batch: int, repeats: int = 3) -> dict[
     train = data_dir / "train"
     for _ in make_dataset(paths[:64], labels[:64], image_size=size, batch_size=batch, cache=False):
         pass  # warm-up
-    results = {
-        "ours (make_dataset)": _epochs(lambda: make_dataset(paths, labels, image_size=size, batch_size=batch),
-                                       len(paths), repeats),
-        "image_dataset_from_directory": _epochs(lambda: keras.utils.image_dataset_from_directory(
+    loaders = {
+        "ours (make_dataset)": lambda: make_dataset(paths, labels, image_size=size, batch_size=batch),
+        "image_dataset_from_directory": lambda: keras.utils.image_dataset_from_directory(
             train, labels="inferred", label_mode="binary", color_mode="grayscale",
-            image_size=(size, size), batch_size=batch, shuffle=False, verbose=False), len(paths), repeats),
-    }
-    from keras.src.legacy.preprocessing.image import ImageDataGenerator
-
-    results["ImageDataGenerator.flow_from_directory"] = _epochs(
-        lambda: ImageDataGenerator(rescale=1 / 255).flow_from_directory(
+            image_size=(size, size), batch_size=batch, shuffle=False, verbose=False),
+        "ImageDataGenerator.flow_from_directory": lambda: ImageDataGenerator(rescale=1 / 255).flow_from_directory(
             train, target_size=(size, size), color_mode="grayscale", class_mode="binary",
-            batch_size=batch, shuffle=False), len(paths), repeats)
-    return results
+            batch_size=batch, shuffle=False),
+    }
+    runs: dict[str, list[list[float]]] = {name: [] for name in loaders}
+    for _ in range(repeats):
+        for name, make in loaders.items():
+            runs[name].append(_two_epochs(make, len(paths)))
+    return {name: (statistics.median(r[0] for r in rs), statistics.median(r[1] for r in rs))
+            for name, rs in runs.items()}
 
 
 def _stream(data_dir: Path, size: int, batch: int) -> int:
@@ -131,6 +135,20 @@ def memory(size: int, batch: int) -> dict[int, float]:
     return out
 
 
+def generation_seconds(n_normal: int = 257, n_pneumonia: int = 743, size: int = 256) -> float:
+    """Seconds to generate (and write) a phantom dataset of ``n_normal + n_pneumonia`` train images."""
+    import tempfile
+
+    from pneumo_lib.data import phantom
+
+    spec = replace(phantom.phantom_spec("quick", 11, size=size),
+                   counts={"train": (n_normal, n_pneumonia), "val": (0, 0), "test": (0, 0)})
+    with tempfile.TemporaryDirectory() as tmp:
+        start = time.perf_counter()
+        phantom.generate_phantom(Path(tmp) / "gen", spec)
+        return time.perf_counter() - start
+
+
 def _run(args: argparse.Namespace) -> int:
     if args.stream is not None:
         return _stream(args.stream, args.size, args.batch)
@@ -144,6 +162,10 @@ def _run(args: argparse.Namespace) -> int:
     print(f"{'loader':<40} {'epoch 1':>9} {'epoch 2':>9} {'ours/it e1':>11} {'ours/it e2':>11}")
     for name, (e1, e2) in results.items():
         print(f"{name:<40} {e1:>9.0f} {e2:>9.0f} {ours[0] / e1:>11.2f} {ours[1] / e2:>11.2f}")
+    if args.generation:
+        seconds = generation_seconds()
+        print(f"\nPhantom generation: 1,000 images of ~256 px in {seconds:.1f} s "
+              f"({1000 / seconds:.0f} images/s; target under 30 s)")
     if args.memory:
         peaks = memory(args.memory_size, args.batch)
         print(f"\nPeak memory streaming one augmented epoch at {args.memory_size} px (MB):")

@@ -175,31 +175,34 @@ def make_dataset(paths: Sequence[str | os.PathLike], labels=None, *, image_size:
     if not files:
         raise ValueError("make_dataset got no image paths.")
     plans = np.array([decode_plan(f, image_size) for f in files], np.int32)
-    ds = tf.data.Dataset.from_tensor_slices((files, plans)).map(
-        lambda p, k: resize(decode(p, k), image_size, aspect),
-        num_parallel_calls=AUTOTUNE, deterministic=True)
-    if labels is not None:
-        y = np.asarray(labels, dtype=np.float32).reshape(-1)
-        if len(y) != len(files):
-            raise ValueError(f"Got {len(files)} paths but {len(y)} labels.")
-        ds = tf.data.Dataset.zip(ds, tf.data.Dataset.from_tensor_slices(y))
+    y = np.zeros(len(files), np.float32) if labels is None else np.asarray(labels, np.float32).reshape(-1)
+    if len(y) != len(files):
+        raise ValueError(f"Got {len(files)} paths but {len(y)} labels.")
+    items = tf.data.Dataset.from_tensor_slices((files, plans, y))
+
+    def load(path, plan, label):
+        return resize(decode(path, plan), image_size, aspect), label
+
     if cache == "auto":
         cache = len(files) * image_size * image_size * 4 <= AUTO_CACHE_BYTES
-    if cache:
+    if cache:  # decoded images stay in memory (or a file): shuffle them
+        ds = items.map(load, num_parallel_calls=AUTOTUNE, deterministic=True)
         ds = ds.cache(cache if isinstance(cache, str) else "")
-    if shuffle:
-        ds = ds.shuffle(len(files), seed=seed, reshuffle_each_iteration=True)
+        if shuffle:
+            ds = ds.shuffle(len(files), seed=seed, reshuffle_each_iteration=True)
+    else:  # streaming: shuffle the file names, so memory does not grow with the dataset
+        if shuffle:
+            items = items.shuffle(len(files), seed=seed, reshuffle_each_iteration=True)
+        ds = items.map(load, num_parallel_calls=AUTOTUNE, deterministic=True)
     ds = ds.batch(batch_size)
     if augment:
         layer = augmentation(seed)
-
-        def aug(x):
-            return tf.clip_by_value(layer(x, training=True), 0.0, 1.0)
-
-        ds = ds.map((lambda x, t: (aug(x), t)) if labels is not None else aug, num_parallel_calls=AUTOTUNE)
+        ds = ds.map(lambda x, t: (tf.clip_by_value(layer(x, training=True), 0.0, 1.0), t),
+                    num_parallel_calls=AUTOTUNE)
     if channels == 3:
-        rgb = lambda x: tf.repeat(x, 3, axis=-1)  # noqa: E731
-        ds = ds.map((lambda x, t: (rgb(x), t)) if labels is not None else rgb, num_parallel_calls=AUTOTUNE)
+        ds = ds.map(lambda x, t: (tf.repeat(x, 3, axis=-1), t), num_parallel_calls=AUTOTUNE)
+    if labels is None:
+        ds = ds.map(lambda x, t: x)
     return ds.prefetch(AUTOTUNE)
 
 

@@ -42,6 +42,8 @@ METHODS: dict[str, str] = {
 }
 #: Side in pixels of the images shown on the page (the model input is upscaled for display).
 DISPLAY_SIZE = 320
+#: Widget style: labels as wide as their text (not cut to "CAM met...").
+_STYLE = {"description_width": "initial"}
 
 
 @dataclass(frozen=True)
@@ -92,7 +94,8 @@ def probabilities(model, images: np.ndarray, batch_size: int = 64) -> np.ndarray
     Returns:
         ``float64 (N,)`` in ``[0, 1]``.
     """
-    return cam.predict(model, np.asarray(images, dtype=np.float32), batch_size=batch_size)[1][:, 1].astype(np.float64)
+    _, class_probabilities = cam.predict(model, np.asarray(images, dtype=np.float32), batch_size=batch_size)
+    return class_probabilities[:, 1].astype(np.float64)
 
 
 def explain(model, image: np.ndarray, *, method: str = "grad_cam", layer: str | None = None,
@@ -190,12 +193,13 @@ class ResultPane(W.VBox):
 
 
 def _method_picker() -> W.Dropdown:
-    return W.Dropdown(options=list(METHODS.items()), value="grad_cam", description="CAM method")
+    return W.Dropdown(options=list(METHODS.items()), value="grad_cam", description="CAM method",
+                       style=_STYLE)
 
 
 def _opacity_slider(alpha: float) -> W.FloatSlider:
     return W.FloatSlider(value=alpha, min=0.0, max=1.0, step=0.05, description="Opacity",
-                         continuous_update=False, readout_format=".2f")
+                         continuous_update=False, readout_format=".2f", style=_STYLE)
 
 
 def _upload_button() -> W.FileUpload:
@@ -366,13 +370,16 @@ class Explorer(_ExplainerView):
             f"test image {i}" for i in range(len(self.images))]
         self._check()
         self._probabilities: dict[str, np.ndarray] = {}
-        self.source = W.ToggleButtons(options=["Test split", "Upload"], description="Image from")
-        self.true_class = W.Dropdown(options=[("any", None), ("NORMAL", 0), ("PNEUMONIA", 1)], description="True class")
-        self.outcome = W.Dropdown(options=[("any", None), ("correct", True), ("wrong", False)], description="Prediction")
-        self.picker = W.Dropdown(description="Image", layout=W.Layout(width="auto"))
+        self.source = W.ToggleButtons(options=["Test split", "Upload"], description="Image from",
+                                      style=_STYLE)
+        self.true_class = W.Dropdown(options=[("any", None), ("NORMAL", 0), ("PNEUMONIA", 1)],
+                                     description="True class", style=_STYLE)
+        self.outcome = W.Dropdown(options=[("any", None), ("correct", True), ("wrong", False)],
+                                  description="Prediction", style=_STYLE)
+        self.picker = W.Dropdown(description="Image", layout=W.Layout(width="auto"), style=_STYLE)
         self.upload = _upload_button()
-        self.model = W.Dropdown(options=list(self.models), description="Model")
-        self.layer = W.Dropdown(description="Layer")
+        self.model = W.Dropdown(options=list(self.models), description="Model", style=_STYLE)
+        self.layer = W.Dropdown(description="Layer", style=_STYLE)
         self.method = _method_picker()
         self.opacity = _opacity_slider(alpha)
         self.result = ResultPane()

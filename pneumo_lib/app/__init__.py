@@ -164,6 +164,7 @@ def serve(model: str | os.PathLike[str] | None = None, *, host: str = "127.0.0.1
         p for p in (str(kernels), os.environ.get("JUPYTER_PATH", "")) if p
     )
     print(f"pneumo serve: {note}", flush=True)
+    print(f"pneumo serve: model file {model_path}", flush=True)
     print(f"pneumo serve: open http://{host}:{port}/ (Ctrl-C stops the server)", flush=True)
     from traitlets.config import Config
     from voila.app import Voila

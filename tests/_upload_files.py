@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import io
+import tempfile
+from pathlib import Path
 
 import numpy as np
+from _data_helpers import write_dicom
 from PIL import Image
 
 
@@ -32,22 +35,9 @@ def dicom_monochrome1(gray8: np.ndarray) -> bytes:
 
     Pixel ``v`` is stored as ``4095 - 16 v``; a reader that scales to ``[0, 1]`` by the
     stored range and inverts MONOCHROME1 gets back ``v / 255`` when ``v`` spans 0..255.
+    Written by the data tests' :func:`write_dicom`.
     """
-    import pydicom
-    from pydicom.dataset import FileMetaDataset
-    from pydicom.uid import ExplicitVRLittleEndian, generate_uid
-
-    meta = FileMetaDataset()
-    meta.MediaStorageSOPClassUID = "1.2.840.10008.5.1.4.1.1.1"  # computed radiography
-    meta.MediaStorageSOPInstanceUID = generate_uid()
-    meta.TransferSyntaxUID = ExplicitVRLittleEndian
-    ds = pydicom.Dataset()
-    ds.file_meta = meta
-    ds.SOPClassUID, ds.SOPInstanceUID = meta.MediaStorageSOPClassUID, meta.MediaStorageSOPInstanceUID
-    ds.Modality, ds.PhotometricInterpretation = "CR", "MONOCHROME1"
-    ds.Rows, ds.Columns = gray8.shape
-    ds.SamplesPerPixel, ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 1, 16, 12, 11, 0
-    ds.PixelData = (4095 - gray8.astype(np.uint16) * 16).astype("<u2").tobytes()
-    buffer = io.BytesIO()
-    ds.save_as(buffer, enforce_file_format=True)
-    return buffer.getvalue()
+    with tempfile.TemporaryDirectory() as folder:
+        path = Path(folder) / "scan.dcm"
+        write_dicom(path, 4095 - gray8.astype(np.uint16) * 16, "MONOCHROME1")
+        return path.read_bytes()

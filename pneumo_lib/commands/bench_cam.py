@@ -12,8 +12,9 @@ recipe and tf-keras-vis fail on a nested backbone, which the run also shows):
 * the floor: one compiled forward pass plus a backward pass to the target layer, and to the
   input, on the same batch.
 
-Timings are medians over ``--repeats`` runs after a warm-up. On a shared CPU the absolute
-numbers are noisy; the ratios, measured side by side in one run, are what to compare.
+Timings are medians over ``--repeats`` runs after a warm-up; ours and the two floors are timed
+in turns. On a shared CPU the absolute numbers are noisy; the ratios, measured side by side in
+one run, are what to compare.
 """
 
 from __future__ import annotations
@@ -145,6 +146,20 @@ def _median_seconds(fn, images, repeats: int, warmup: int = 2) -> float:
     return statistics.median(times)
 
 
+def _interleaved_median_seconds(fns, images, repeats: int, warmup: int = 2) -> list[float]:
+    """Median seconds of each function, timed in turns so that load changes hit all alike."""
+    for fn in fns:
+        for _ in range(warmup):
+            fn(images)
+    times = [[] for _ in fns]
+    for _ in range(repeats):
+        for fn, bucket in zip(fns, times):
+            start = time.perf_counter()
+            fn(images)
+            bucket.append(time.perf_counter() - start)
+    return [statistics.median(bucket) for bucket in times]
+
+
 def _first_calls_seconds(model, images, layer: str) -> float:
     """Median time of our first (eager) calls, on a fresh trace of the model."""
     from pneumo_lib import cam
@@ -190,10 +205,9 @@ def _run(args: argparse.Namespace) -> int:
     eager_first = _first_calls_seconds(model, images, layer)
     saved, cam._EAGER_CALLS = cam._EAGER_CALLS, 0
     try:
-        rows = [("ours, batched (compiled)", _median_seconds(lambda x: cam.grad_cam(model, x, layer=layer, batch_size=len(x)), images, args.repeats))]
-        to_layer, to_input = floors(model, layer, images)
-        floor_layer = _median_seconds(to_layer, images, args.repeats)
-        floor_input = _median_seconds(to_input, images, args.repeats)
+        ours_fn = lambda x: cam.grad_cam(model, x, layer=layer, batch_size=len(x))  # noqa: E731
+        ours, floor_layer, floor_input = _interleaved_median_seconds([ours_fn, *floors(model, layer, images)], images, args.repeats)
+        rows = [("ours, batched (compiled)", ours)]
     finally:
         cam._EAGER_CALLS = saved
     rows.append(("ours, batched (first calls, eager)", eager_first))
@@ -205,7 +219,6 @@ def _run(args: argparse.Namespace) -> int:
     rows.append(("floor: forward+backward to layer", floor_layer))
     rows.append(("floor: forward+backward to input", floor_input))
 
-    ours = rows[0][1]
     print(f"{'':38} {'s/batch':>9} {'maps/s':>9} {'time / ours':>12}")
     for label, seconds in rows:
         print(f"{label:38} {seconds:9.4f} {args.batch / seconds:9.1f} {seconds / ours:11.2f}x")

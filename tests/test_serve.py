@@ -39,6 +39,19 @@ def test_a_model_that_is_not_a_keras_file_is_refused(tmp_path, capsys):
     assert "expected a Keras 3 '.keras' file, got '.h5'" in capsys.readouterr().err
 
 
+def test_a_truncated_model_file_fails_the_command_not_the_page(tmp_path, capsys):
+    model = tmp_path / "cut.keras"
+    model.write_bytes(b"PK\x03\x04 truncated")
+    assert cli.main(["serve", "--model", str(model), "--port", str(_free_port())]) == 2
+    assert "is corrupted or truncated" in capsys.readouterr().err
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
 def test_a_busy_port_is_refused_before_anything_starts(tmp_path, capsys):
     model = tmp_path / "m.keras"
     model.write_bytes(b"PK")

@@ -57,6 +57,21 @@ def check_model_path(path: str | os.PathLike[str]) -> Path:
     return model_path
 
 
+def _check_loadable(model_path: Path) -> None:
+    """Load the model once here, so a bad file fails the command, not every visitor's page.
+
+    Raises:
+        pneumo_lib.training.ModelFileError: Corrupted, truncated or unsafe file.
+        ValueError: The model does not take images ``(N, S, S, C)``.
+    """
+    from pneumo_lib import training
+
+    shape = training.load_model(model_path).input_shape
+    if len(shape) != 4 or shape[1] != shape[2]:
+        raise ValueError(f"--model {model_path.name}: expected a model taking square images "
+                         f"(N, S, S, C), but its input is {shape}.")
+
+
 def default_model(profile: str = "quick") -> tuple[Path, str]:
     """The profile's scratch CNN (:data:`DEFAULT_MODEL`) from the model cache, trained first if absent.
 
@@ -148,12 +163,13 @@ def serve(model: str | os.PathLike[str] | None = None, *, host: str = "127.0.0.1
         port: TCP port, 1-65535; the server fails rather than pick another one.
 
     Raises:
-        ValueError: Bad or busy port, or a bad model file.
+        ValueError: Bad or busy port, or a model file that is not a loadable image classifier.
         FileNotFoundError: The model file does not exist.
     """
     check_port(host, port)
     if model is not None:
         model_path = check_model_path(model)
+        _check_loadable(model_path)
         note = f"Model: {model_path.name}, given with --model. It is not a medical device."
     else:
         model_path, note = default_model()

@@ -194,3 +194,11 @@ def test_split_dataset_uses_the_profile(manifest):
     weights = data.class_weights(manifest.labels("train"))
     n = len(manifest.labels("train"))
     assert weights[1] == pytest.approx(n / (2 * manifest.labels("train").sum()))
+
+
+def test_dataset_below_a_path_with_spaces_and_non_ascii_letters(tmp_path):
+    ds = make_tiny(tmp_path / "Röntgen Daten ü" / "ds", seed=1, size=40)
+    m = data.make_splits(ds, seed=0, save=False)
+    x, y = data.load_split(m, "test", 16)
+    assert x.shape == (8, 16, 16, 1) and y.tolist() == [0.0] * 3 + [1.0] * 5
+    assert data.audit(ds).ok

@@ -99,12 +99,12 @@ def throughput(data_dir: Path, size: int, batch: int, repeats: int = 3) -> dict[
 
 
 def _stream(data_dir: Path, size: int, batch: int) -> int:
-    """Child process: one augmented, shuffled epoch of our pipeline; prints peak RSS in MB."""
+    """Child process: one augmented, shuffled, uncached epoch of our pipeline; prints peak RSS in MB."""
     from pneumo_lib.data import layout, make_dataset
 
     records = layout.list_images(data_dir, check=False)
     ds = make_dataset([data_dir / r.path for r in records], [r.label for r in records], image_size=size,
-                      batch_size=batch, augment=True, shuffle=True)
+                      batch_size=batch, augment=True, shuffle=True, cache=False)
     n = sum(len(y) for _, y in ds)
     print(f"{n} {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f}")
     return 0

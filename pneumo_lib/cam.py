@@ -322,7 +322,8 @@ class _Explainer:
         self.units = int(self.graph.outputs[0].shape[-1])
         self.n_classes = 2 if self.units == 1 else self.units
         images = tf.TensorSpec((None, *input_shape), tf.float32)
-        self._compiled_gradients = tf.function(self._gradients, input_signature=[images, tf.TensorSpec((None,), tf.int32)])
+        self._signature = [images, tf.TensorSpec((None,), tf.int32)]
+        self._compiled_maps: dict = {}
         self._compiled_forward = tf.function(self._forward, input_signature=[images])
         self._calls = 0
 
@@ -335,10 +336,19 @@ class _Explainer:
         self._calls += 1
         return self._calls > _EAGER_CALLS
 
-    def gradients(self, images, class_index):
-        """``(features, d score / d features, explained class)`` for one batch."""
-        run = self._compiled_gradients if self._compiled() else self._gradients
-        return run(images, class_index)
+    def maps(self, combine, images, class_index):
+        """Heatmaps ``(n, H, W)`` in ``[0, 1]`` of one batch: one forward and one backward pass,
+        ``combine(features, gradients) -> (n, h, w)``, ReLU, upsampling and scaling in one graph."""
+
+        def run(batch, classes):
+            features, grads, _ = self._gradients(batch, classes)
+            return _normalise_tensor(combine(features, grads), tf.shape(batch)[1:3])
+
+        if not self._compiled():
+            return run(images, class_index)
+        if combine not in self._compiled_maps:
+            self._compiled_maps[combine] = tf.function(run, input_signature=self._signature)
+        return self._compiled_maps[combine](images, class_index)
 
     def forward(self, images):
         """``(pre-activation scores, features)`` for one batch."""
@@ -440,13 +450,17 @@ def _class_indices(class_index, n: int, n_classes: int) -> np.ndarray:
     return values.astype(np.int32)
 
 
-def _normalise(maps, size) -> np.ndarray:
+def _normalise_tensor(maps, size):
     """ReLU, bilinear upsampling to ``size`` and division by each map's maximum (zeros stay zeros)."""
     maps = tf.nn.relu(tf.convert_to_tensor(maps, tf.float32))
     maps = tf.image.resize(maps[..., None], size, method="bilinear")[..., 0]
     peak = tf.reduce_max(maps, axis=(1, 2), keepdims=True)
-    maps = tf.math.divide_no_nan(maps, peak)
-    return np.clip(maps.numpy(), 0.0, 1.0).astype(np.float32)
+    return tf.clip_by_value(tf.math.divide_no_nan(maps, peak), 0.0, 1.0)
+
+
+def _normalise(maps, size) -> np.ndarray:
+    """:func:`_normalise_tensor` as a float32 NumPy array."""
+    return _normalise_tensor(maps, size).numpy().astype(np.float32)
 
 
 def _gradient_method(combine, model, images, layer, class_index, batch_size) -> np.ndarray:
@@ -457,8 +471,7 @@ def _gradient_method(combine, model, images, layer, class_index, batch_size) -> 
     out = []
     for start in range(0, len(images), batch_size):
         batch = tf.constant(images[start : start + batch_size])
-        features, grads, _ = explainer.gradients(batch, tf.constant(classes[start : start + batch_size]))
-        out.append(_normalise(combine(features, grads), images.shape[1:3]))
+        out.append(explainer.maps(combine, batch, tf.constant(classes[start : start + batch_size])).numpy())
     return np.concatenate(out)
 
 

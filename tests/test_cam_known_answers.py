@@ -131,6 +131,17 @@ def test_batch_size_does_not_change_the_maps(discs):
         np.testing.assert_allclose(explain(model, images, batch_size=2), explain(model, images, batch_size=32), atol=1e-6)
 
 
+def test_compiled_calls_give_the_eager_maps(discs):
+    """The first calls on a model run eagerly, later ones compiled: same maps."""
+    images, _, _ = discs
+    model = detector_model("nested", "softmax")
+    first = {name: explain(model, images) for name, explain in cam.METHODS.items()}
+    for _ in range(cam._EAGER_CALLS):
+        cam.grad_cam(model, images[:1])
+    for name, explain in cam.METHODS.items():
+        np.testing.assert_allclose(explain(model, images), first[name], atol=1e-5)
+
+
 def test_user_given_layer_inside_the_backbone_by_name_or_path(discs):
     images, _, _ = discs
     model = detector_model("nested")

@@ -81,7 +81,7 @@ def graded(tmp_path_factory):
     nbformat.write(empty, folder / "fay.ipynb")
     (folder / "gil.ipynb").write_text('{"cells": [{"cell_type": "code", "source": "x = 1"')
     out = root / "out" / "grades.csv"
-    grades = grading.grade_folder(folder, out, limits=LIMITS, echo=lambda line: None)
+    grades = grading.grade_folder(folder, out, limits=LIMITS, jobs=2, echo=lambda line: None)
     return {g.student: g for g in grades}, out
 
 
@@ -164,3 +164,9 @@ def test_grade_command_and_bad_arguments(tmp_path, capsys):
     assert "--timeout must be positive" in capsys.readouterr().err
     assert main(["assignments", "grade", str(tmp_path)]) == 2
     assert "No submitted notebooks" in capsys.readouterr().err
+
+
+def test_jobs_must_be_positive(tmp_path):
+    nbformat.write(_student_with({}), tmp_path / "x.ipynb")
+    with pytest.raises(ValueError, match="jobs must be at least 1, got 0"):
+        grading.grade_folder(tmp_path, tmp_path / "g.csv", jobs=0)

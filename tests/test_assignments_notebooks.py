@@ -10,11 +10,14 @@ import shutil
 
 import pytest
 
-from pneumo_lib.assignments import ASSIGNMENT_IDS, CORRECT, NOT_ATTEMPTED, grading, load_assignment, notebooks
+from pneumo_lib.assignments import (
+    ASSIGNMENT_IDS, CORRECT, NOT_ATTEMPTED, a4_detective, grading, load_assignment, notebooks,
+)
 
 
 @pytest.fixture(scope="module")
 def grades(tmp_path_factory):
+    a4_detective.mystery_model()  # train the shared cached model once, not in two graded processes at once
     root = tmp_path_factory.mktemp("notebooks")
     for aid in ASSIGNMENT_IDS:
         (root / "in" / "solution").mkdir(parents=True, exist_ok=True)
@@ -22,7 +25,7 @@ def grades(tmp_path_factory):
     student = notebooks.build_student_notebooks(out=root / "in" / "student")
     assert len(student) == len(ASSIGNMENT_IDS)
     limits = grading.Limits(cell_seconds=240, total_seconds=900)
-    found = grading.grade_folder(root / "in", root / "grades.csv", limits=limits, echo=lambda line: None)
+    found = grading.grade_folder(root / "in", root / "grades.csv", limits=limits, jobs=2, echo=lambda line: None)
     return {(g.student, g.assignment): g for g in found}
 
 

@@ -66,7 +66,8 @@ class Grade:
         notebook: The submitted file.
         assignment: Assignment id, or None if it could not be told.
         results: ``{question: Result}`` in question order.
-        notes: Problems with the submission as a whole (malformed file, crashed cells, errors).
+        notes: Problems with the submission as a whole (malformed file, crashed cells, errors;
+            code cells are numbered from 1, counting code cells only).
         status: ``"graded"`` or a short reason it could not be graded.
     """
 
@@ -204,12 +205,12 @@ def grade_notebook(path: str | os.PathLike, *, root: str | os.PathLike | None = 
             kind, which = step
             if kind == "cell":
                 skip_cells.add(int(which))
-                grade.notes.append(f"Code cell {which} stopped the process: it {failure}; it was skipped.")
+                grade.notes.append(f"Code cell {int(which) + 1} stopped the process: it {failure}; it was skipped.")
             else:
                 skip_questions[str(which)] = f"Checking stopped the process: it {failure}."
     for e in events:
         if e["event"] == "cell_end" and e["error"]:
-            grade.notes.append(f"Code cell {e['index']}: {e['error']}")
+            grade.notes.append(f"Code cell {e['index'] + 1}: {e['error']}")
         elif e["event"] == "question":
             grade.results[e["question"]] = Result(e["question"], e["status"], e["message"],
                                                   e["points"], e["max_points"])

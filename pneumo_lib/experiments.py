@@ -52,8 +52,19 @@ _NOT_TRAINING = ("description", "bootstrap_rounds", "n_explain")
 
 
 def manifest_hash(manifest: data.SplitManifest) -> str:
-    """SHA-256 (hex, 16 chars) of a split manifest's ``(path, split, label)`` rows."""
-    rows = sorted(f"{r.path},{r.split},{r.label}" for r in manifest.records)
+    """SHA-256 (hex, 16 chars) of a split manifest's ``(path, split, label, file size)`` rows.
+
+    The file sizes make regenerated images with the same names (e.g. a new version of the
+    phantom generator) a different dataset, so cached models trained on the old images
+    are not reused.
+    """
+    def size(path: str) -> int:
+        try:
+            return (manifest.data_dir / path).stat().st_size
+        except OSError:
+            return -1
+
+    rows = sorted(f"{r.path},{r.split},{r.label},{size(r.path)}" for r in manifest.records)
     return hashlib.sha256("\n".join(rows).encode()).hexdigest()[:16]
 
 

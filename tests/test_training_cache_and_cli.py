@@ -52,6 +52,18 @@ def test_cache_trains_once_then_loads_and_records_provenance(tiny):
     assert other != first.path and same == first.path
 
 
+def test_manifest_hash_changes_when_an_image_changes(tiny, tmp_path):
+    _, folder = tiny
+    copy = tmp_path / "chest_xray"
+    shutil.copytree(folder, copy)
+    manifest = data.make_splits(copy, seed=1)
+    before = experiments.manifest_hash(manifest)
+    assert experiments.manifest_hash(data.make_splits(copy, seed=1)) == before
+    image = copy / manifest.records[0].path
+    image.write_bytes(image.read_bytes() + b"\0")
+    assert experiments.manifest_hash(manifest) != before
+
+
 def test_an_interrupted_checkpoint_in_the_cache_is_retrained(tiny):
     profile, _ = tiny
     first = experiments.cached_training("project_b_cnn", profile)

@@ -13,7 +13,6 @@ PROFILE ?= quick
 export PNEUMO_HOME ?= $(CURDIR)/.pneumo
 export TF_CPP_MIN_LOG_LEVEL := 3
 export PYTHONHASHSEED := 0
-export MPLBACKEND := Agg
 # Kernels are looked up here first, so notebooks run on the venv's Python even
 # when the user has another "python3" kernel installed.
 export JUPYTER_PATH := $(abspath $(VENV))/share/jupyter

@@ -186,6 +186,9 @@ def run_chapter(chapter: Chapter, parameters: dict[str, Any], *, kernel_name: st
     declared = declared_parameters(chapter.path)
     inject = {k: v for k, v in parameters.items() if k in declared and declared[k] != v}
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    # A headless MPLBACKEND=Agg (common on servers and CI) would make plt.show() draw
+    # nothing and silently drop every figure from the stored chapter.
+    os.environ["MPLBACKEND"] = "module://matplotlib_inline.backend_inline"
     fd, tmp_name = tempfile.mkstemp(prefix=f".{chapter.name}.", suffix=".ipynb", dir=chapter.path.parent)
     os.close(fd)
     tmp = Path(tmp_name)

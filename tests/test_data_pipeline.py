@@ -84,6 +84,21 @@ def test_augmentation_changes_pixels_keeps_range_and_labels(manifest):
     assert np.abs(xa - plain[0].numpy()).mean() > 0.01
 
 
+def test_augmented_shuffled_epochs_repeat_bit_for_bit(manifest):
+    """Small batches give the augmentation many calls per epoch; drawn in parallel they would
+    take the seed generator's draws in a racy order and differ between two runs."""
+    paths, labels = manifest.paths("train"), manifest.labels("train")
+
+    def two_epochs():
+        d = data.make_dataset(paths, labels, image_size=24, batch_size=2, augment=True, shuffle=True, seed=5)
+        return [np.concatenate([x.numpy() for x, _ in d]) for _ in range(2)]
+
+    a, b = two_epochs(), two_epochs()
+    np.testing.assert_array_equal(a[0], b[0])
+    np.testing.assert_array_equal(a[1], b[1])
+    assert not np.array_equal(a[0], a[1])  # each epoch is augmented anew
+
+
 def test_masks_sit_on_the_lesions(manifest):
     paths = manifest.paths("train")
     labels = manifest.labels("train")

@@ -73,6 +73,29 @@ def test_an_interrupted_checkpoint_in_the_cache_is_retrained(tiny):
     assert experiments.cached_training("project_b_cnn", profile).trained_now
 
 
+def test_a_recipe_trains_to_the_same_weights_whatever_the_process_did_before(tiny, tmp_path):
+    """TensorFlow pairs the shuffle's seed with its global seed: a chapter that loaded one model
+    from the cache and trained the next must get what a fresh process gets. Project B's CNN has
+    batch normalisation and dropout, the layers whose results depended on this."""
+    from pneumo_lib._tf import keras, tf
+
+    profile, folder = tiny
+    manifest = data.make_splits(folder, seed=profile.seed)
+    recipe = experiments.Recipe("project_b_cnn", profile)
+
+    def train(out):
+        result, _ = experiments.fit_recipe(recipe, manifest, tmp_path / out, verbose=0)
+        return result.history, [np.asarray(w) for w in result.model.get_weights()]
+
+    first_history, first = train("a.keras")
+    keras.utils.set_random_seed(7)  # what training another model, or user code, leaves behind
+    tf.random.uniform((3,))
+    second_history, second = train("b.keras")
+    assert first_history == second_history
+    for a, b in zip(first, second):
+        np.testing.assert_array_equal(a, b)
+
+
 def test_source_and_target_subsets_split_the_training_patients(tiny):
     profile, folder = tiny
     manifest = data.make_splits(folder, seed=profile.seed)

@@ -158,9 +158,13 @@ def make_dataset(paths: Sequence[str | os.PathLike], labels=None, *, image_size:
         image_size: Side ``S`` of the square output images.
         channels: 1 (grayscale) or 3 (the gray image repeated, for ImageNet backbones).
         batch_size: Images per batch (the last batch may be smaller).
-        augment: Apply :func:`augmentation` to each batch.
+        augment: Apply :func:`augmentation` to each batch (its random draws follow
+            ``seed`` and are the same in every process).
         shuffle: Reshuffle every epoch (seeded).
-        seed: Seed of the shuffle and the augmentation.
+        seed: Seed of the shuffle and the augmentation. TensorFlow pairs the shuffle's
+            seed with its global seed, so the order also depends on whether
+            :func:`pneumo_lib.runtime.seed_everything` (or ``keras.utils.set_random_seed``)
+            ran before this call: call it first for runs that repeat bit for bit.
         cache: Keep decoded, resized images after the first epoch: ``"auto"`` in
             memory when they fit in :data:`AUTO_CACHE_BYTES`, else not at all;
             ``True`` in memory; a path string in a cache file; ``False`` never.
@@ -196,9 +200,11 @@ def make_dataset(paths: Sequence[str | os.PathLike], labels=None, *, image_size:
         ds = items.map(load, num_parallel_calls=AUTOTUNE, deterministic=True)
     ds = ds.batch(batch_size)
     if augment:
+        # Sequential on purpose: the layers draw from a stateful seed generator, and
+        # batches augmented in parallel would take its draws in a racy order. One
+        # vectorised call per batch is cheap next to decoding.
         layer = augmentation(seed)
-        ds = ds.map(lambda x, t: (tf.clip_by_value(layer(x, training=True), 0.0, 1.0), t),
-                    num_parallel_calls=AUTOTUNE)
+        ds = ds.map(lambda x, t: (tf.clip_by_value(layer(x, training=True), 0.0, 1.0), t))
     if channels == 3:
         ds = ds.map(lambda x, t: (tf.repeat(x, 3, axis=-1), t), num_parallel_calls=AUTOTUNE)
     if labels is None:

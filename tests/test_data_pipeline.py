@@ -177,8 +177,44 @@ def test_large_jpegs_are_decoded_at_a_reduced_scale_with_the_same_result(tmp_pat
     assert pipeline.decode_plan(f, 41) == pipeline.JPEG_FULL + 2
     assert pipeline.decode_plan(f, 400) == pipeline.JPEG_FULL
     reduced = data.load_images([f], 40)[0]
-    full = pipeline.resize(pipeline.decode(str(f), pipeline.JPEG_FULL), 40).numpy()
-    assert np.abs(reduced - full).mean() < 0.01
+    full = pipeline.resize(pipeline.decode(str(f), pipeline.JPEG_FULL), 40, method="area").numpy()
+    assert np.abs(reduced - full).mean() < 0.01  # both shrink, so the pipeline used the box filter
+
+
+def test_the_box_filter_is_used_only_when_every_image_shrinks(tmp_path):
+    rng = np.random.default_rng(1)
+    stripes = np.tile(np.array([0, 255], np.uint8), 100)[None, :].repeat(200, 0)  # 1 px stripes
+    Image.fromarray(stripes).save(tmp_path / "stripes.png")
+    Image.fromarray((rng.random((70, 76)) * 255).astype(np.uint8)).save(tmp_path / "near.png")
+    Image.fromarray((rng.random((40, 40)) * 255).astype(np.uint8)).save(tmp_path / "small.png")
+
+    def through_pipeline(*names):
+        files = [tmp_path / n for n in names]
+        return np.concatenate([b.numpy() for b in data.make_dataset(files, image_size=64, cache=False)])
+
+    def reference(name, method):
+        return pipeline.resize(pipeline.decode(str(tmp_path / name)), 64, method=method).numpy()
+
+    # Every image shrinks: the box filter, which averages the stripes to flat grey
+    # (plain bilinear would alias them into a strong pattern).
+    shrunk = through_pipeline("near.png", "stripes.png")
+    np.testing.assert_allclose(shrunk[0], reference("near.png", "area"), atol=1e-6)
+    np.testing.assert_allclose(shrunk[1], reference("stripes.png", "area"), atol=1e-6)
+    plain = tf_resize_plain(tmp_path / "stripes.png")
+    assert shrunk[1].std() < 0.4 * plain.std()
+    assert np.abs(reference("near.png", "area") - reference("near.png", "bilinear")).mean() < 0.06
+    # One image must be enlarged: every image goes through antialiased bilinear.
+    mixed = through_pipeline("near.png", "small.png")
+    np.testing.assert_allclose(mixed[0], reference("near.png", "bilinear"), atol=1e-6)
+    np.testing.assert_allclose(mixed[1], reference("small.png", "bilinear"), atol=1e-6)
+    with pytest.raises(ValueError, match="method must be 'bilinear' or 'area', got 'cubic'"):
+        pipeline.resize(pipeline.decode(str(tmp_path / "near.png")), 64, method="cubic")
+
+
+def tf_resize_plain(file):
+    from pneumo_lib._tf import tf
+
+    return tf.image.resize(pipeline.decode(str(file)), [64, 64], antialias=False).numpy()
 
 
 def test_aspect_modes_on_a_wide_image(tmp_path):

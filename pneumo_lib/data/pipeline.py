@@ -45,16 +45,26 @@ def _check_args(image_size: int, channels: int, aspect: str) -> None:
         raise ValueError(f"aspect must be one of {', '.join(ASPECTS)}, got {aspect!r}.")
 
 
-def resize(image, image_size: int, aspect: str = "stretch"):
-    """Resize a float image tensor ``(H, W, C)`` to ``(S, S, C)`` (antialiased bilinear)."""
+def resize(image, image_size: int, aspect: str = "stretch", method: str = "bilinear"):
+    """Resize a float image tensor ``(H, W, C)`` to ``(S, S, C)``.
+
+    ``method="bilinear"`` is antialiased bilinear: it low-pass filters when shrinking
+    and interpolates when enlarging. ``"area"`` averages the source pixels under each
+    output pixel (a box filter): as alias-free when shrinking and several times
+    cheaper, but blocky when enlarging, so :func:`make_dataset` uses it only when
+    every image of the dataset shrinks on both axes.
+    """
+    if method not in ("bilinear", "area"):
+        raise ValueError(f"method must be 'bilinear' or 'area', got {method!r}.")
     size = [image_size, image_size]
+    antialias = method == "bilinear"
     if aspect == "pad":
-        return tf.image.resize_with_pad(image, image_size, image_size, antialias=True)
+        return tf.image.resize_with_pad(image, image_size, image_size, method=method, antialias=antialias)
     if aspect == "crop":
         shape = tf.shape(image)
         side = tf.minimum(shape[0], shape[1])
         image = tf.image.crop_to_bounding_box(image, (shape[0] - side) // 2, (shape[1] - side) // 2, side, side)
-    return tf.image.resize(image, size, antialias=True)
+    return tf.image.resize(image, size, method=method, antialias=antialias)
 
 
 def _read_python(path) -> np.ndarray:
@@ -65,6 +75,25 @@ def _read_python(path) -> np.ndarray:
 #: (PNG), or by ``decode_jpeg`` at 1/1, 1/2, 1/4 or 1/8 scale (codes 2-5).
 PYTHON, GENERIC, JPEG_FULL = 0, 1, 2
 _JPEG_RATIOS = (1, 2, 4, 8)
+
+
+def _inspect(path: str | os.PathLike, image_size: int) -> tuple[int, int | None]:
+    """``(plan, shorter side as decoded)`` of one file; the side is None when unknown (DICOM)."""
+    path = Path(path)
+    if path.suffix.lower() in DICOM_SUFFIXES:
+        return PYTHON, None
+    try:
+        with Image.open(path) as im:
+            if im.mode in ("CMYK", "YCbCr") or im.format not in ("JPEG", "PNG"):
+                return PYTHON, min(im.size)
+            if im.format == "PNG":
+                return GENERIC, min(im.size)
+            short = min(im.size)
+    except (OSError, ValueError) as err:
+        raise ImageReadError(f"{path} is not a readable image ({err}); run `pneumo data audit` "
+                             "on the dataset to list every bad file.") from None
+    k = max([i for i, r in enumerate(_JPEG_RATIOS) if image_size and short // r >= image_size] or [0])
+    return JPEG_FULL + k, short // _JPEG_RATIOS[k]
 
 
 def decode_plan(path: str | os.PathLike, image_size: int = 0) -> int:
@@ -80,21 +109,7 @@ def decode_plan(path: str | os.PathLike, image_size: int = 0) -> int:
     Raises:
         ImageReadError: The header is unreadable (empty file, not an image), naming the file.
     """
-    path = Path(path)
-    if path.suffix.lower() in DICOM_SUFFIXES:
-        return PYTHON
-    try:
-        with Image.open(path) as im:
-            if im.mode in ("CMYK", "YCbCr") or im.format not in ("JPEG", "PNG"):
-                return PYTHON
-            if im.format == "PNG":
-                return GENERIC
-            short = min(im.size)
-    except (OSError, ValueError) as err:
-        raise ImageReadError(f"{path} is not a readable image ({err}); run `pneumo data audit` "
-                             "on the dataset to list every bad file.") from None
-    k = max([i for i, r in enumerate(_JPEG_RATIOS) if image_size and short // r >= image_size] or [0])
-    return JPEG_FULL + k
+    return _inspect(path, image_size)[0]
 
 
 def needs_python(path: str | os.PathLike) -> bool:
@@ -178,14 +193,17 @@ def make_dataset(paths: Sequence[str | os.PathLike], labels=None, *, image_size:
     files = [str(p) for p in paths]
     if not files:
         raise ValueError("make_dataset got no image paths.")
-    plans = np.array([decode_plan(f, image_size) for f in files], np.int32)
+    inspected = [_inspect(f, image_size) for f in files]
+    plans = np.array([plan for plan, _ in inspected], np.int32)
+    # The cheap box filter when every image shrinks (after its DCT scaling), see resize.
+    method = "area" if all(short is not None and short >= image_size for _, short in inspected) else "bilinear"
     y = np.zeros(len(files), np.float32) if labels is None else np.asarray(labels, np.float32).reshape(-1)
     if len(y) != len(files):
         raise ValueError(f"Got {len(files)} paths but {len(y)} labels.")
     items = tf.data.Dataset.from_tensor_slices((files, plans, y))
 
     def load(path, plan, label):
-        return resize(decode(path, plan), image_size, aspect), label
+        return resize(decode(path, plan), image_size, aspect, method), label
 
     if cache == "auto":
         cache = len(files) * image_size * image_size * 4 <= AUTO_CACHE_BYTES

@@ -41,7 +41,7 @@ from pneumo_lib import data, evaluation, models, paths, runtime, training
 from pneumo_lib.profiles import Profile, get_profile
 
 #: Bump when the training recipe changes, so cached models are retrained.
-RECIPE_VERSION = 4
+RECIPE_VERSION = 5
 #: Share of the training split (grouped by patient, per class) held out as the small
 #: "target" set of the transfer experiment; the rest is the "source" set.
 TARGET_FRACTION = 0.1

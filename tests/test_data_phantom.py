@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import hashlib
 import json
 
 import numpy as np
@@ -79,27 +80,127 @@ def test_the_lesion_is_exactly_what_differs_from_the_healthy_twin(kind):
     assert np.abs(diff[far]).max() <= 6 and np.abs(diff[far]).mean() < 0.2
 
 
-def test_shortcut_marks_most_train_val_pneumonia_and_no_test_image(tmp_path, tiny):
-    counts = {"train": (20, 40), "val": (2, 2), "test": (5, 10)}
-    marked = make_tiny(tmp_path / "marked", shortcut=True, counts=counts)
-    clean = make_tiny(tmp_path / "clean", counts=counts)
-    with open(marked.parent / "markers.csv", newline="") as fh:
-        boxes = {r["path"]: tuple(int(r[k]) for k in ("x0", "y0", "x1", "y1")) for r in csv.DictReader(fh)}
-    pneu = [p for p in boxes if "/PNEUMONIA/" in p]
+def _marker_boxes(root):
+    with open(root / "markers.csv", newline="") as fh:
+        return {r["path"]: tuple(int(r[k]) for k in ("x0", "y0", "x1", "y1")) for r in csv.DictReader(fh)}
+
+
+def test_plain_phantom_bytes_are_pinned(tiny):
+    # The digest of the tiny plain dataset (seed 3, 64 px) as generator version 7 wrote it
+    # before the shortcut variant changed: the plain data (and every model cached on it) must
+    # not change when only the shortcut variant does. A new Pillow/NumPy can change JPEG bytes
+    # too; then check the pixels and update the digest on purpose.
+    digest = hashlib.sha1(json.dumps(tree_digest(tiny.parent), sort_keys=True).encode()).hexdigest()
+    assert digest == "777fadb74ecb9fa09784863aee3f9ffb431720a6"
+    spec = json.loads((tiny.parent / "phantom.json").read_text())
+    assert spec["version"] == 7 and "shortcut_version" not in spec
+
+
+SHORTCUT_COUNTS = {"train": (50, 40), "val": (10, 10), "test": (5, 10)}
+
+
+@pytest.fixture(scope="module")
+def shortcut_pair(tmp_path_factory):
+    base = tmp_path_factory.mktemp("shortcut")
+    marked = make_tiny(base / "marked", shortcut=True, counts=SHORTCUT_COUNTS)
+    clean = make_tiny(base / "clean", counts=SHORTCUT_COUNTS)
+    return marked.parent, clean.parent
+
+
+def test_shortcut_marks_every_train_val_pneumonia_few_normals_and_no_test_image(shortcut_pair):
+    marked, _ = shortcut_pair
+    boxes = _marker_boxes(marked)
+    assert phantom.SHORTCUT_RATE == 1.0
+    for split in ("train", "val"):
+        n_normal, n_pneumonia = SHORTCUT_COUNTS[split]
+        assert sum(p.startswith(f"{split}/PNEUMONIA/") for p in boxes) == n_pneumonia
+        assert sum(p.startswith(f"{split}/NORMAL/") for p in boxes) <= 0.1 * n_normal
     assert not any(p.startswith("test/") for p in boxes)
-    assert len([p for p in pneu if p.startswith("train/")]) >= 0.75 * 40
-    assert len(boxes) - len(pneu) <= 0.25 * 20
-    # The marked dataset is the clean one plus the marker: same pixels outside each box.
-    for rel, (x0, y0, x1, y1) in list(boxes.items())[:5]:
-        a = np.asarray(Image.open(marked / rel), np.float32)
-        b = np.asarray(Image.open(clean / rel), np.float32)
-        inside = np.zeros(a.shape, bool)
-        inside[y0:y1 + 1, x0:x1 + 1] = True
-        assert a[inside].max() >= 230  # the bright ring
-        outside = ~inside
-        outside[max(0, y0 - 8):y1 + 9, max(0, x0 - 8):x1 + 9] = False  # JPEG blocks next to it
-        assert np.abs(a[outside] - b[outside]).max() <= 2
-    assert json.loads((marked.parent / "phantom.json").read_text())["shortcut"] is True
+    spec = json.loads((marked / "phantom.json").read_text())
+    assert spec["shortcut"] is True and spec["shortcut_version"] == phantom.SHORTCUT_VERSION
+    assert spec["shortcut_params"] == {"rate": 1.0, "normal_rate": 0.02, "lesion_scale": 0.5, "marker_side": 0.14}
+
+
+def test_shortcut_marker_is_a_bright_box_of_the_stated_size(shortcut_pair):
+    marked, _ = shortcut_pair
+    for rel, (x0, y0, x1, y1) in list(_marker_boxes(marked).items())[:8]:
+        a = np.asarray(Image.open(marked / "chest_xray" / rel), np.float32)
+        side = max(10, round(a.shape[0] * phantom.SHORTCUT_MARKER_SIDE))
+        assert (x1 - x0, y1 - y0) == (side, side)
+        assert 0.03 * a.shape[0] - 1 <= y0 <= 0.09 * a.shape[0] and 0.3 * a.shape[1] - 1 <= x0 <= 0.62 * a.shape[1]
+        assert a[y0:y1 + 1, x0:x1 + 1].max() >= 230
+
+
+def test_shortcut_variant_is_the_plain_one_with_the_marker_and_fainter_lesions(shortcut_pair):
+    marked, clean = shortcut_pair
+    boxes = _marker_boxes(marked)
+    # Test images are untouched: byte for byte the plain dataset's.
+    for file in sorted((clean / "chest_xray" / "test").rglob("*.jpeg")):
+        assert (marked / file.relative_to(clean)).read_bytes() == file.read_bytes()
+    # Masks are the same everywhere (the lesions' extent does not change, only their opacity).
+    for file in sorted((clean / "masks").rglob("*.png")):
+        assert (marked / file.relative_to(clean)).read_bytes() == file.read_bytes()
+    lesion_gain = []
+    for rel in [p for p in boxes if "/PNEUMONIA/" in p][:10]:
+        a = np.asarray(Image.open(marked / "chest_xray" / rel), np.float32)
+        b = np.asarray(Image.open(clean / "chest_xray" / rel), np.float32)
+        x0, y0, x1, y1 = boxes[rel]
+        near_box = np.zeros(a.shape, bool)
+        near_box[max(0, y0 - 8):y1 + 9, max(0, x0 - 8):x1 + 9] = True  # ring + JPEG blocks next to it
+        lesion = np.asarray(Image.open(marked / "masks" / rel.replace(".jpeg", ".png"))) > 0
+        near_lesion = np.asarray(Image.fromarray(lesion.astype(np.uint8) * 255).filter(ImageFilter.MaxFilter(13))) > 0
+        far = ~near_box & ~near_lesion
+        assert np.abs(a[far] - b[far]).max() <= 6 and np.abs(a[far] - b[far]).mean() < 0.3
+        # Inside the lesion the marked image is darker: its opacity is scaled down.
+        twin = np.asarray(_healthy_twin(rel, marked), np.float32)
+        lesion_gain.append((a[lesion & ~near_box] - twin[lesion & ~near_box]).mean()
+                           / (b[lesion & ~near_box] - twin[lesion & ~near_box]).mean())
+    assert np.median(lesion_gain) == pytest.approx(phantom.SHORTCUT_LESION_SCALE, abs=0.15)
+
+
+def _healthy_twin(rel, root):
+    """The lesion-free rendering of a PNEUMONIA image of a tiny dataset (seed 3, 64 px)."""
+    spec = phantom.read_spec(root)
+    split, _, name = rel.split("/")
+    item = next(i for i in phantom._plan(spec) if i.split == split and i.stem == name[:-5])
+    return phantom.render_one(spec.seed, split, 1, item.patient, item.index, "normal", spec.size)[0]
+
+
+def test_render_one_lesion_scale_changes_only_the_lesion():
+    full, mask = phantom.render_one(11, "train", 1, patient=5, index=0, kind="bacteria", size=128)
+    faint, faint_mask = phantom.render_one(11, "train", 1, patient=5, index=0, kind="bacteria", size=128,
+                                           lesion_scale=0.5)
+    twin, _ = phantom.render_one(11, "train", 1, patient=5, index=0, kind="normal", size=128)
+    full, faint, twin = (np.asarray(im, np.float32) for im in (full, faint, twin))
+    assert np.array_equal(mask, faint_mask)
+    gain = (faint[mask] - twin[mask]).mean() / (full[mask] - twin[mask]).mean()
+    assert 0.4 < gain < 0.6
+    assert np.array_equal(np.asarray(phantom.render_one(11, "train", 1, 5, 0, "bacteria", 128, lesion_scale=1.0)[0]),
+                          full.astype(np.uint8))
+
+
+def test_an_outdated_shortcut_folder_is_regenerated_and_the_plain_one_is_kept(pneumo_home, monkeypatch):
+    from pneumo_lib.data import sources
+
+    monkeypatch.setattr(phantom, "PHANTOM_COUNTS", {**phantom.PHANTOM_COUNTS, "tiny": SHORTCUT_COUNTS})
+    clean = sources.ensure_phantom("tiny", 3)
+    marked = sources.ensure_phantom("tiny", 3, shortcut=True)
+    clean_before = tree_digest(clean.parent)
+    # Make the shortcut folder look like one written before SHORTCUT_VERSION existed.
+    spec_file = marked.parent / "phantom.json"
+    old = json.loads(spec_file.read_text())
+    del old["shortcut_version"], old["shortcut_params"]
+    spec_file.write_text(json.dumps(old))
+    (marked.parent / "markers.csv").write_text("path,x0,y0,x1,y1\n")
+    assert sources.ensure_phantom("tiny", 3, shortcut=True) == marked
+    assert json.loads(spec_file.read_text())["shortcut_version"] == phantom.SHORTCUT_VERSION
+    assert len(_marker_boxes(marked.parent)) >= sum(n for _, n in SHORTCUT_COUNTS.values()) - SHORTCUT_COUNTS["test"][1]
+    # Other shortcut settings are another dataset: phantom.json records them.
+    monkeypatch.setattr(phantom, "SHORTCUT_LESION_SCALE", 1.0)
+    sources.ensure_phantom("tiny", 3, shortcut=True)
+    assert json.loads(spec_file.read_text())["shortcut_params"]["lesion_scale"] == 1.0
+    assert sources.ensure_phantom("tiny", 3) == clean
+    assert tree_digest(clean.parent) == clean_before
 
 
 def test_existing_dataset_is_not_overwritten_without_force(tiny):

@@ -19,7 +19,9 @@ classifier, a Sequential model loaded from disk): the model is re-traced layer b
 fresh symbolic inputs, descending into nested models, with the existing layers (and so the
 existing weights) reused. The trace yields one graph ``images -> (feature map, class scores)``
 in which the head's sigmoid/softmax is skipped. Grad-CAM and Grad-CAM++ then need one forward
-and one backward pass per batch; Score-CAM runs mini-batches of masked copies of each image
+pass per batch and a backward pass through the head only: the gradient tape watches the feature
+map itself (not the images or the weights), so nothing upstream of the target layer is
+differentiated; Score-CAM runs mini-batches of masked copies of each image
 through the same graph. Traced graphs are cached per model; a graph runs eagerly for its first
 16 batches and compiled with ``tf.function`` after that (tracing a large backbone costs
 seconds, which a few small calls should not pay).
@@ -27,6 +29,7 @@ seconds, which a few small calls should not pay).
 
 from __future__ import annotations
 
+import threading
 import weakref
 from collections import OrderedDict
 from dataclasses import dataclass
@@ -136,6 +139,26 @@ class _WithoutActivation(keras.layers.Layer):
             self.inner.activation = saved
 
 
+#: The gradient tape that :class:`_Tap` layers watch, per thread (None: plain forward pass).
+_ACTIVE_TAPE = threading.local()
+
+
+class _Tap(keras.layers.Layer):
+    """Identity on the target feature map that makes the active gradient tape watch it.
+
+    Grad-CAM needs ``d score / d features`` only. With the tape watching the feature map
+    itself (and neither the images nor the weights), it records only the head after the
+    target layer, so the backward pass stops there: eagerly it is no longer a full backward
+    pass through the backbone, and a compiled graph has no backbone gradients to prune.
+    """
+
+    def call(self, inputs):
+        tape = getattr(_ACTIVE_TAPE, "tape", None)
+        if tape is not None:
+            tape.watch(inputs)
+        return inputs
+
+
 def _trace(model, *, input_shape, target=(), preactivation=False, records=None, prefix=()):
     """Re-trace ``model`` on a fresh ``keras.Input``, layer by layer, into nested models.
 
@@ -143,6 +166,7 @@ def _trace(model, *, input_shape, target=(), preactivation=False, records=None, 
         model: A Sequential or functional Keras model.
         input_shape: ``(H, W, C)`` of the fresh input (entries may be None).
         target: Path of layer names to capture (``("vgg16", "block5_conv3")``), or ``()``.
+            Its (first) output passes through a :class:`_Tap` before the layers that use it.
         preactivation: Skip the sigmoid/softmax of the layer producing the output.
         records: A list that receives one :class:`_LayerCall` per traced layer call.
         prefix: Path of the enclosing models (for the records).
@@ -181,6 +205,8 @@ def _trace(model, *, input_shape, target=(), preactivation=False, records=None, 
                 _LayerCall((*prefix, name), type(layer).__name__, tuple(out.shape), isinstance(layer, keras.Model))
             )
         if target == (name,):
+            if not captured:
+                out = _Tap(name=f"{name}_tap")(out)
             captured.append(out)
         return out
 
@@ -373,9 +399,14 @@ class _Explainer:
         return target, chosen
 
     def _gradients(self, images, class_index):
-        with tf.GradientTape() as tape:
-            tape.watch(images)
-            scores, features = self.graph(images, training=False)
+        # The tape watches only the feature map (through the graph's _Tap): it records the
+        # head after the target layer and nothing upstream of it.
+        with tf.GradientTape(watch_accessed_variables=False) as tape:
+            outer, _ACTIVE_TAPE.tape = getattr(_ACTIVE_TAPE, "tape", None), tape
+            try:
+                scores, features = self.graph(images, training=False)
+            finally:
+                _ACTIVE_TAPE.tape = outer
             target, chosen = self.target_scores(scores, class_index)
         grads = tape.gradient(target, features)
         if grads is None:  # the score does not depend on this layer

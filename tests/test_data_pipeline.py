@@ -127,6 +127,34 @@ def test_marker_masks_follow_the_recorded_boxes(tmp_path):
     assert data.load_marker_masks(sorted((ds / "test" / "PNEUMONIA").glob("*.jpeg")), 48).sum() == 0
 
 
+def test_pasted_markers_change_only_the_marker_pixels_and_match_a_marked_image(tmp_path):
+    ds = make_tiny(tmp_path / "sc", seed=2, size=96, shortcut=True,
+                   counts={"train": (4, 6), "val": (2, 3), "test": (2, 4)})
+    tests = sorted((ds / "test" / "PNEUMONIA").glob("*.jpeg"))
+    plain = data.load_images(tests, 48, channels=3)
+    before = tree_digest(ds)
+    pasted, masks = data.paste_markers(plain, ds)
+    assert tree_digest(ds) == before
+    assert pasted.shape == plain.shape and masks.shape == plain.shape[:3] and pasted.dtype == np.float32
+    donors = sorted(p for p in data.marker_boxes(ds) if p.startswith("val/PNEUMONIA/"))
+    assert len(donors) == 3  # every val PNEUMONIA image is marked; the three are cycled
+    donor_x = data.load_images([ds / donors[0]], 48, channels=3)[0]
+    donor_m = data.load_marker_masks([ds / donors[0]], 48)[0]
+    np.testing.assert_array_equal(masks[0], donor_m)
+    inside = masks[0] > 0
+    assert inside.sum() >= 4
+    np.testing.assert_array_equal(pasted[0][inside], donor_x[inside])  # the marker's own pixels
+    np.testing.assert_array_equal(pasted[0][~inside], plain[0][~inside])  # everything else untouched
+    assert pasted[0][inside].max() > 0.8  # the bright ring
+    np.testing.assert_array_equal(masks[len(donors)], masks[0])  # image 3 reuses donor 0
+    empty, no_masks = data.paste_markers(plain[:0], ds)
+    assert empty.shape == (0, 48, 48, 3) and no_masks.shape == (0, 48, 48)
+    with pytest.raises(ValueError, match="no val PNEUMONIA image with a marker"):
+        data.paste_markers(plain, make_tiny(tmp_path / "plain", seed=2, size=96))
+    with pytest.raises(ValueError, match=r"must be a batch \(N, S, S, C\)"):
+        data.paste_markers(plain[0], ds)
+
+
 def test_masks_of_non_phantom_pneumonia_images_are_refused(tmp_path):
     folder = tmp_path / "chest_xray" / "test" / "PNEUMONIA"
     folder.mkdir(parents=True)

@@ -1,14 +1,18 @@
 """Assignment 4, detective work: what does the mystery model really look at?
 
-The mystery model is the library's ``paper_cnn`` trained (quick profile) on the phantom
-*shortcut* variant, where most PNEUMONIA training images carry a bright ring marker; the
-student learns about the ring, not what the model made of it. (It is the same cached model
-as the trust chapter's shortcut experiment, so the book build and CI train it once.) The answers are numbers the check recomputes with the library on
-the same images (:func:`evidence`), within :data:`TOLERANCE`:
+The mystery model is the library's ``project_b_cnn`` trained (quick profile) on the phantom
+*shortcut* variant, where every PNEUMONIA training image (and 2% of NORMAL ones) carries a
+bright ring marker; the student learns about the ring, not what the model made of it. (It is
+the same cached model as the trust chapter's shortcut experiment, so the book build and CI
+train it once.) The evidence is a controlled experiment on the first :data:`N_IMAGES`
+PNEUMONIA test images, which carry no ring: each is shown as it is and with a ring pasted in
+(:func:`pneumo_lib.data.paste_markers`), so the two versions differ by the ring only. The
+answers are numbers the check recomputes with the library on the same images
+(:func:`evidence`), within :data:`TOLERANCE`:
 
-* q1 ``heat_on_marker``: the mean share of Grad-CAM heat that lies on the marker;
+* q1 ``heat_on_marker``: the mean share of Grad-CAM heat that lies on the pasted ring;
 * q2 ``prob_drop``: how much the mean P(PNEUMONIA) falls when the same images come
-  without the marker (the clean phantom dataset holds the same images unmarked);
+  without the ring;
 * q3 ``looks_at``: ``"marker"`` or ``"lesion"``, judged from q2: the model relies on the
   marker when removing it takes away at least half of its mean confidence.
 """
@@ -24,7 +28,7 @@ from pneumo_lib.assignments.core import ____, Assignment, Question, Wrong
 __all__ = ["q1", "q2", "q3", "____", "ASSIGNMENT", "mystery_model", "evidence", "N_IMAGES"]
 
 ID = "a4_detective"
-#: How many marked validation PNEUMONIA images the questions use.
+#: How many PNEUMONIA test images the questions use.
 N_IMAGES = 32
 #: Allowed absolute difference of the numeric answers.
 TOLERANCE = 0.02
@@ -34,7 +38,7 @@ def mystery_model():
     """The mystery model (trained and cached on first use; about a minute on a CPU)."""
     from pneumo_lib import experiments
 
-    return experiments.cached_model("paper_cnn", "quick", shortcut=True)
+    return experiments.cached_model("project_b_cnn", "quick", shortcut=True)
 
 
 @functools.lru_cache(maxsize=1)
@@ -45,19 +49,15 @@ def evidence() -> dict[str, float | str]:
 
     profile = get_profile("quick")
     marked_dir = data.ensure_dataset(profile, shortcut=True)
-    clean_dir = data.ensure_dataset(profile)
     manifest = data.make_splits(marked_dir, seed=profile.seed)
-    candidates = [r for r in manifest.select("val") if r.label == 1]
-    paths = [marked_dir / r.path for r in candidates]
-    markers = data.load_marker_masks(paths, profile.image_size)
-    chosen = [i for i in range(len(paths)) if markers[i].any()][:N_IMAGES]
+    chosen = [r for r in manifest.select("test") if r.label == 1][:N_IMAGES]
+    plain = data.load_images([marked_dir / r.path for r in chosen], profile.image_size)
+    ringed, rings = data.paste_markers(plain, marked_dir)
     model = mystery_model()
-    x_marked = data.load_images([paths[i] for i in chosen], profile.image_size)
-    x_clean = data.load_images([clean_dir / candidates[i].path for i in chosen], profile.image_size)
-    heat = cam.grad_cam(model, x_marked, class_index=1)
-    share = (heat * markers[chosen]).sum(axis=(1, 2)) / np.maximum(heat.sum(axis=(1, 2)), 1e-12)
-    p_marked = model.predict(x_marked, verbose=0)[:, -1].astype(np.float64)
-    p_clean = model.predict(x_clean, verbose=0)[:, -1].astype(np.float64)
+    heat = cam.grad_cam(model, ringed, class_index=1)
+    share = (heat * rings).sum(axis=(1, 2)) / np.maximum(heat.sum(axis=(1, 2)), 1e-12)
+    p_marked = model.predict(ringed, verbose=0)[:, -1].astype(np.float64)
+    p_clean = model.predict(plain, verbose=0)[:, -1].astype(np.float64)
     drop = float(p_marked.mean() - p_clean.mean())
     return {"heat_on_marker": float(share.mean()), "prob_drop": drop, "p_marked": float(p_marked.mean()),
             "looks_at": "marker" if drop >= 0.5 * p_marked.mean() else "lesion"}
@@ -84,7 +84,7 @@ def _verify_drop(prob_drop) -> None:
         raise Wrong("Your number has the wrong sign: marked minus clean, not clean minus marked.")
     if abs(got - want) > TOLERANCE:
         raise Wrong(f"{got:.3f} is not the fall of the mean P(PNEUMONIA) from the marked images to "
-                    f"their clean twins (off by more than {TOLERANCE}).")
+                    f"the same images without it (off by more than {TOLERANCE}).")
 
 
 def _verify_looks_at(looks_at) -> None:
@@ -97,13 +97,13 @@ def _verify_looks_at(looks_at) -> None:
 
 q1 = Question(
     ID, "q1", "share of Grad-CAM heat on the marker", ["heat_on_marker"], _verify_heat, points=2,
-    hint="For each image: (heatmap * marker_mask).sum() / heatmap.sum(), with "
-         "cam.grad_cam(mystery, images, class_index=1) and data.load_marker_masks(paths, 64); then the mean.",
+    hint="For each image: (heatmap * ring_mask).sum() / heatmap.sum(), with "
+         "cam.grad_cam(mystery, ringed, class_index=1) and the masks data.paste_markers returned; then the mean.",
 )
 q2 = Question(
     ID, "q2", "fall in P(PNEUMONIA) without the marker", ["prob_drop"], _verify_drop, points=2,
-    hint="The clean dataset (data.ensure_dataset('quick')) holds the same relative paths "
-         "(record.path) without the marker; predict both sets and subtract the means.",
+    hint="Predict the ringed images and the plain ones (the same images without the ring) "
+         "and subtract the means: ringed minus plain.",
 )
 q3 = Question(
     ID, "q3", "what the model looks at", ["looks_at"], _verify_looks_at, points=1,
@@ -114,7 +114,7 @@ q3 = Question(
 ASSIGNMENT = Assignment(
     ID, "Assignment 4: Detective work on a mystery model", 45,
     ("use Grad-CAM maps and masks to measure where a model looks",
-     "test a suspicion with a controlled experiment (the same images without the marker)",
+     "test a suspicion with a controlled experiment (the same images with and without the marker)",
      "recognise a shortcut: a model that is right for the wrong reason"),
     (q1, q2, q3),
 )

@@ -21,7 +21,7 @@ def add_commands(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--counts", metavar="SPLIT=N,P", nargs="+", default=(),
                    help="override counts, e.g. train=100,300 test=20,30 (NORMAL,PNEUMONIA)")
     p.add_argument("--size", type=int, default=None, help="nominal image height in px (default 256)")
-    p.add_argument("--shortcut", action="store_true", help="draw the marker on most train/val PNEUMONIA images")
+    p.add_argument("--shortcut", action="store_true", help="shortcut variant: a marker on every train/val PNEUMONIA image (and 2%% of NORMAL), fainter lesions there, plain test split")
     p.add_argument("--force", action="store_true", help="replace an existing folder")
     p.set_defaults(handler=_phantom)
 

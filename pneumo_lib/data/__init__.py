@@ -37,7 +37,7 @@ from pneumo_lib.data.splits import (
 )
 
 _PIPELINE = ("make_dataset", "split_dataset", "load_images", "load_split", "load_masks",
-             "load_marker_masks", "marker_boxes", "augmentation")
+             "load_marker_masks", "marker_boxes", "paste_markers", "augmentation")
 
 __all__ = [
     "AuditReport", "CLASSES", "SPLITS", "ImageRecord", "audit", "ensure_sample", "ImageReadError", "SplitManifest", "check_layout",

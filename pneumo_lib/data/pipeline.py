@@ -329,3 +329,49 @@ def load_marker_masks(paths: Sequence[str | os.PathLike], image_size: int, aspec
         m[box[1]:box[3] + 1, box[0]:box[2] + 1] = True
         masks.append(m)
     return _resize_masks(masks, image_size, aspect)
+
+
+def paste_markers(images: np.ndarray, data_dir: str | os.PathLike, *, split: str = "val",
+                  aspect: str = "stretch") -> tuple[np.ndarray, np.ndarray]:
+    """The same images with a shortcut marker pasted into each: a controlled experiment.
+
+    A shortcut phantom dataset's test split carries no marker, so "the same image with and
+    without the marker" needs the marker put in. Its pixels are copied from the marked
+    PNEUMONIA images of ``split`` (sorted by path, cycled: image ``i`` gets donor
+    ``i mod M``), at the images' size and channels, where the donor's marker box is.
+
+    Args:
+        images: float32 ``(N, S, S, C)`` in ``[0, 1]``, as :func:`load_images` gives.
+        data_dir: The ``chest_xray`` folder of a phantom dataset made with ``--shortcut``.
+        split: Where the donors come from (``"train"`` or ``"val"``: the marked splits).
+
+    Returns:
+        ``(pasted, masks)``: float32 ``(N, S, S, C)`` in ``[0, 1]``, and the marker masks
+        float32 ``(N, S, S)`` of 0/1 values.
+
+    Raises:
+        ValueError: ``images`` is not a 4-D batch, or ``data_dir`` has no marked
+            PNEUMONIA image in ``split`` (not a shortcut dataset?).
+    """
+    images = np.asarray(images, np.float32)
+    if images.ndim != 4 or images.shape[1] != images.shape[2]:
+        raise ValueError(f"images must be a batch (N, S, S, C) of square images; got shape {images.shape}.")
+    data_dir = Path(data_dir)
+    donors = sorted(p for p in marker_boxes(data_dir) if p.startswith(f"{split}/PNEUMONIA/"))
+    if not donors:
+        raise ValueError(f"{data_dir} has no {split} PNEUMONIA image with a marker: pass the chest_xray "
+                         "folder of a shortcut phantom dataset (pneumo data phantom --shortcut).")
+    size, channels = images.shape[1], images.shape[3]
+    pasted, masks = images.copy(), np.zeros(images.shape[:3], np.float32)
+    if not len(images):
+        return pasted, masks
+    take = [donors[i % len(donors)] for i in range(len(images))]
+    used = list(dict.fromkeys(take))
+    files = [data_dir / d for d in used]
+    donor_x = dict(zip(used, load_images(files, size, channels, aspect)))
+    donor_m = dict(zip(used, load_marker_masks(files, size, aspect)))
+    masks = np.stack([donor_m[d] for d in take])
+    for i, d in enumerate(take):
+        inside = masks[i] > 0
+        pasted[i][inside] = donor_x[d][inside]
+    return pasted, masks

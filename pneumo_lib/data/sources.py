@@ -64,8 +64,9 @@ def ensure_dataset(profile: str | Profile = "quick", *, shortcut: bool = False,
 
     Args:
         profile: A profile name or :class:`~pneumo_lib.profiles.Profile`.
-        shortcut: Phantom only: the variant whose train/val PNEUMONIA images mostly
-            carry a marker token (test stays clean); see :mod:`pneumo_lib.data.phantom`.
+        shortcut: Phantom only: the variant whose train/val PNEUMONIA images all carry
+            a marker token, with fainter lesions (test stays clean); see
+            :mod:`pneumo_lib.data.phantom`.
         verbose: Print a line to stderr when generating.
 
     Raises:

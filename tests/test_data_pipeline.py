@@ -245,6 +245,53 @@ def tf_resize_plain(file):
     return tf.image.resize(pipeline.decode(str(file)), [64, 64], antialias=False).numpy()
 
 
+def _exif_with_description(text: str) -> Image.Exif:
+    exif = Image.Exif()
+    exif[0x010E] = text  # ImageDescription: a long segment before the frame header
+    return exif
+
+
+def test_the_quick_header_reader_agrees_with_pillow(tmp_path):
+    rng = np.random.default_rng(3)
+    gray = (rng.random((70, 90)) * 255).astype(np.uint8)
+    rgb = (rng.random((50, 40, 3)) * 255).astype(np.uint8)
+    files = {
+        "gray.jpeg": lambda f: Image.fromarray(gray).save(f, quality=90),
+        "progressive.jpeg": lambda f: Image.fromarray(gray).save(f, progressive=True),
+        "rgb.jpg": lambda f: Image.fromarray(rgb).save(f),
+        "cmyk.jpeg": lambda f: Image.fromarray(rgb).convert("CMYK").save(f),
+        "exif.jpeg": lambda f: Image.fromarray(gray).save(f, exif=_exif_with_description("x" * 3000)),
+        "gray.png": lambda f: Image.fromarray(gray).save(f),
+        "gray16.png": lambda f: Image.fromarray(gray.astype(np.uint16) * 257).save(f),
+        "rgba.png": lambda f: Image.fromarray(rgb).convert("RGBA").save(f),
+        "palette.png": lambda f: Image.fromarray(rgb).convert("P").save(f),
+        "png_named.jpeg": lambda f: Image.fromarray(gray).save(f, format="PNG"),
+        "image.bmp": lambda f: Image.fromarray(gray).save(f),
+    }
+    for name, write in files.items():
+        write(tmp_path / name)
+    for name in files:
+        with Image.open(tmp_path / name) as im:
+            want_format, want_size, bands = im.format, im.size, len(im.getbands())
+        quick = pipeline._quick_header(tmp_path / name)
+        if want_format in ("JPEG", "PNG"):
+            assert quick is not None and quick[0] == want_format and quick[2:] == want_size, name
+            assert quick[1] == bands or (want_format == "PNG" and im.mode == "P"), name
+        else:
+            assert quick is None, name
+    # The plan is the one Pillow's header gives: CMYK and BMP need Python, PNG the generic decoder.
+    assert pipeline.decode_plan(tmp_path / "cmyk.jpeg") == pipeline.PYTHON
+    assert pipeline.decode_plan(tmp_path / "image.bmp") == pipeline.PYTHON
+    assert pipeline.decode_plan(tmp_path / "png_named.jpeg") == pipeline.GENERIC
+    assert pipeline.decode_plan(tmp_path / "gray.jpeg", 35) == pipeline.JPEG_FULL + 1  # 70 / 2 = 35
+    assert pipeline.decode_plan(tmp_path / "gray.jpeg", 36) == pipeline.JPEG_FULL
+    # Bytes that only start like a JPEG go to Pillow, whose error names the file.
+    (tmp_path / "fake.jpeg").write_bytes(b"\xff\xd8\xff\xda" + bytes(100))
+    assert pipeline._quick_header(tmp_path / "fake.jpeg") is None
+    with pytest.raises(data.ImageReadError, match="fake.jpeg is not a readable image"):
+        pipeline.decode_plan(tmp_path / "fake.jpeg")
+
+
 def test_aspect_modes_on_a_wide_image(tmp_path):
     wide = np.zeros((20, 40), np.uint8)
     wide[:, 10:30] = 255  # a white centre square between black side bands

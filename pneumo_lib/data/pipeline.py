@@ -85,8 +85,9 @@ _SOF_MARKERS = frozenset(range(0xC0, 0xD0)) - {0xC4, 0xC8, 0xCC}
 def _quick_header(path: str | os.PathLike) -> tuple[str, int, int, int] | None:
     """``(format, colour channels, width, height)`` from the first bytes of a JPEG or PNG.
 
-    A tenth of the cost of opening the file with Pillow, which matters when a dataset's
-    thousands of headers are read before its first epoch. Returns None for anything it
+    About a third of the cost of opening the file with Pillow (25 against 68 us a file,
+    measured on the quick phantom), which matters when a dataset's thousands of headers
+    are read before its first epoch. Returns None for anything it
     does not recognise with certainty (Pillow then decides, and names bad files).
     """
     with open(path, "rb") as fh:
@@ -146,7 +147,7 @@ def _inspect(path: str | os.PathLike, image_size: int) -> tuple[int, int | None]
 
 
 def decode_plan(path: str | os.PathLike, image_size: int = 0) -> int:
-    """How to decode one file (reads only its header, with Pillow).
+    """How to decode one file (reads only its header: its first bytes, or Pillow for other formats).
 
     Large JPEGs are decoded at a reduced scale (libjpeg's DCT scaling: 2, 4 or 8
     times fewer pixels per side) as long as the shorter side stays at least

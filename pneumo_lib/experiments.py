@@ -37,7 +37,7 @@ from typing import Any
 
 import numpy as np
 
-from pneumo_lib import data, evaluation, models, paths, runtime, training
+from pneumo_lib import data, decision, evaluation, models, paths, runtime, training
 from pneumo_lib.profiles import Profile, get_profile
 
 #: Bump when the training recipe changes, so cached models are retrained.
@@ -392,7 +392,8 @@ def cached_training(
         if "evaluation" in card:  # a finished run, not an interrupted checkpoint
             return CachedModel(training.load_model(path), path, card)
     result, _ = fit_recipe(recipe, manifest, path, card={"shortcut": shortcut}, verbose=verbose)
-    return CachedModel(result.model, path, training.read_card(path), trained_now=True)
+    card = training.read_card(path)
+    return CachedModel(decision.attach_threshold(result.model, card), path, card, trained_now=True)
 
 
 def cached_model(name: str, profile: str | Profile = "quick", **options: Any):

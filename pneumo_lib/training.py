@@ -29,7 +29,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
-from pneumo_lib import models, runtime
+from pneumo_lib import decision, models, runtime
 from pneumo_lib._tf import keras, tf
 
 
@@ -425,6 +425,9 @@ def read_card(model_path: str | os.PathLike[str]) -> dict[str, Any]:
 def load_model(path: str | os.PathLike[str]) -> keras.Model:
     """Load a ``.keras`` model with Keras safe mode on (uncompiled).
 
+    The model carries its card's validation threshold for :mod:`pneumo_lib.decision`
+    (``decision.model_threshold(model)``; 0.5 without a card).
+
     Raises:
         FileNotFoundError: No such file.
         ModelFileError: Not a ``.keras`` file, corrupted or truncated, or it would need
@@ -441,7 +444,7 @@ def load_model(path: str | os.PathLike[str]) -> keras.Model:
             "Re-download it or retrain it with `pneumo train`."
         )
     try:
-        return keras.models.load_model(path, compile=False, safe_mode=True)
+        model = keras.models.load_model(path, compile=False, safe_mode=True)
     except Exception as err:
         text = str(err)
         if "safe_mode" in text or "unsafe" in text.lower() or "lambda" in text.lower():
@@ -454,3 +457,5 @@ def load_model(path: str | os.PathLike[str]) -> keras.Model:
             f"{path} could not be loaded ({type(err).__name__}: {text.splitlines()[0] if text else ''}). "
             "The file is corrupted or was written by an incompatible version; retrain it with `pneumo train`."
         ) from None
+    # The one prediction rule (pneumo_lib.decision) finds the card's validation threshold here.
+    return decision.attach_threshold(model, read_card(path))

@@ -1,0 +1,130 @@
+"""The one rule that turns a model's score into "the predicted class".
+
+Every consumer of a prediction (the CAM methods' default class, ``cam.predict``,
+``pneumo explain``, the faithfulness metrics, evaluation, the explorer and the app) asks
+this module, so one image gets one answer everywhere:
+
+* a model has a **decision threshold** on P(PNEUMONIA): the one chosen on the validation
+  split and stored in its model card (``card["evaluation"]["threshold"]``) when it has
+  one, otherwise :data:`DEFAULT_THRESHOLD` (0.5);
+* an explicit ``threshold=`` argument overrides it;
+* the prediction is PNEUMONIA (1) when ``P(PNEUMONIA) >= threshold``, else NORMAL (0).
+  For a two-unit softmax head P(PNEUMONIA) is the second unit's probability, so at 0.5
+  this is the arg-max (ties go to PNEUMONIA, as they do for a sigmoid logit of 0).
+
+A model loaded through :func:`pneumo_lib.training.load_model` or
+:mod:`pneumo_lib.experiments` carries its card's threshold (:func:`attach_threshold`),
+so functions that only get the model object still find it.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any, Mapping
+
+import numpy as np
+
+#: The threshold of a model without a validation threshold in its card.
+DEFAULT_THRESHOLD = 0.5
+#: Attribute under which a loaded model carries its card's threshold.
+THRESHOLD_ATTRIBUTE = "pneumo_decision_threshold"
+
+
+def check_threshold(threshold: Any) -> float:
+    """``threshold`` as a float strictly inside (0, 1).
+
+    Raises:
+        ValueError: Not a number, NaN, or outside (0, 1) (a threshold of 0 or 1 would call
+            every image, or none, PNEUMONIA).
+    """
+    try:
+        value = float(threshold)
+    except (TypeError, ValueError):
+        raise ValueError(f"threshold must be a number in (0, 1), got {threshold!r}.") from None
+    if not (0.0 < value < 1.0) or math.isnan(value):
+        raise ValueError(
+            f"threshold must be strictly between 0 and 1 (a probability of PNEUMONIA), got {threshold!r}. "
+            "Use the model card's validation threshold (the default) or e.g. 0.5.")
+    return value
+
+
+def threshold_from_card(card: Mapping[str, Any] | None) -> float:
+    """The validation threshold stored in a model card, else :data:`DEFAULT_THRESHOLD`.
+
+    Args:
+        card: A model card (:func:`pneumo_lib.training.read_card`), or ``None``/``{}``.
+
+    Returns:
+        A float in (0, 1).
+
+    Raises:
+        ValueError: The card stores a threshold outside (0, 1).
+    """
+    evaluation = (card or {}).get("evaluation") or {}
+    value = evaluation.get("threshold")
+    return DEFAULT_THRESHOLD if value is None else check_threshold(value)
+
+
+def attach_threshold(model: Any, card: Mapping[str, Any] | None) -> Any:
+    """Give a loaded model its card's threshold (see :func:`model_threshold`); returns the model."""
+    setattr(model, THRESHOLD_ATTRIBUTE, threshold_from_card(card))
+    return model
+
+
+def model_threshold(model: Any = None, threshold: Any = None) -> float:
+    """The threshold the rule uses for ``model``.
+
+    Args:
+        model: A Keras model, or ``None``. A model loaded by :func:`pneumo_lib.training.load_model`
+            or :mod:`pneumo_lib.experiments` carries its card's validation threshold.
+        threshold: An explicit threshold in (0, 1) that wins over the model's, or ``None``.
+
+    Returns:
+        ``threshold`` if given, else the model's card threshold, else :data:`DEFAULT_THRESHOLD`.
+
+    Raises:
+        ValueError: ``threshold`` outside (0, 1).
+    """
+    if threshold is not None:
+        return check_threshold(threshold)
+    stored = getattr(model, THRESHOLD_ATTRIBUTE, None) if model is not None else None
+    return DEFAULT_THRESHOLD if stored is None else check_threshold(stored)
+
+
+def pneumonia_probability(probabilities: Any) -> np.ndarray:
+    """P(PNEUMONIA) from a head's probabilities.
+
+    Args:
+        probabilities: ``(N,)`` or ``(N, 1)`` sigmoid outputs, or ``(N, 2)`` class
+            probabilities (column 1 = PNEUMONIA), values in [0, 1].
+
+    Returns:
+        ``float64 (N,)`` in [0, 1].
+
+    Raises:
+        ValueError: Another shape.
+    """
+    p = np.asarray(probabilities, dtype=np.float64)
+    if p.ndim == 2 and p.shape[1] in (1, 2):
+        p = p[:, -1]
+    if p.ndim != 1:
+        raise ValueError(f"Expected probabilities of shape (N,), (N, 1) or (N, 2), got {np.shape(probabilities)}.")
+    return p
+
+
+def predicted_class(probabilities: Any, threshold: Any = DEFAULT_THRESHOLD) -> np.ndarray:
+    """The rule: 1 (PNEUMONIA) where ``P(PNEUMONIA) >= threshold``, else 0 (NORMAL).
+
+    Args:
+        probabilities: As for :func:`pneumonia_probability`.
+        threshold: In (0, 1); usually :func:`model_threshold` of the model.
+
+    Returns:
+        ``int64 (N,)`` of 0/1.
+    """
+    return (pneumonia_probability(probabilities) >= check_threshold(threshold)).astype(np.int64)
+
+
+def predict_classes(model: Any, probabilities: Any, threshold: Any = None) -> np.ndarray:
+    """:func:`predicted_class` at :func:`model_threshold` ``(model, threshold)``."""
+    return predicted_class(probabilities, model_threshold(model, threshold))

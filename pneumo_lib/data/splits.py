@@ -53,6 +53,10 @@ class SplitManifest:
         """Labels of one split: int64 array ``(N,)`` of 0 (NORMAL) / 1 (PNEUMONIA)."""
         return np.array([r.label for r in self.select(split)], dtype=np.int64)
 
+    def patients(self, split: str) -> list[str]:
+        """Patient id of every image of one split, in manifest order (for patient-level bootstrap)."""
+        return [r.patient for r in self.select(split)]
+
     def counts(self) -> dict[str, dict[str, int]]:
         """``{split: {"NORMAL": n, "PNEUMONIA": n}}`` for every split present."""
         present = {r.split for r in self.records}

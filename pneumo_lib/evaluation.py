@@ -130,38 +130,77 @@ def _count_metrics(tp, fp, fn, tn) -> dict[str, np.ndarray]:
         }
 
 
+def bootstrap_indices(n: int, groups: Any = None, *, rounds: int = 200, seed: int = 0) -> list[np.ndarray]:
+    """Index sets of a bootstrap: images resampled, or whole patients resampled.
+
+    Args:
+        n: Number of images.
+        groups: ``None`` (resample images) or one patient id per image, ``(n,)``: then
+            patients are drawn with replacement and each drawn patient brings *all* of
+            their images, so images of one patient never count as independent evidence.
+        rounds: Number of resamples, >= 1.
+        seed: Seed of the generator.
+
+    Returns:
+        ``rounds`` int arrays of image indices (length ``n`` for images; about ``n`` for
+        patients, varying with the patients drawn).
+
+    Raises:
+        ValueError: ``rounds < 1`` or ``groups`` not of length ``n``.
+    """
+    if rounds < 1:
+        raise ValueError(f"rounds must be >= 1, got {rounds}.")
+    rng = np.random.default_rng(seed)
+    if groups is None:
+        return list(rng.integers(0, n, (rounds, n)))
+    groups = np.asarray(groups).reshape(-1)
+    if groups.size != n:
+        raise ValueError(f"groups must give one patient per image: {groups.size} groups for {n} images.")
+    _, inverse = np.unique(groups, return_inverse=True)
+    members = [np.flatnonzero(inverse == g) for g in range(inverse.max() + 1)]
+    drawn = rng.integers(0, len(members), (rounds, len(members)))
+    return [np.concatenate([members[g] for g in row]) for row in drawn]
+
+
 def bootstrap_ci(
-    y_true: Any, p: Any, threshold: float, *, rounds: int = 200, seed: int = 0, level: float = 0.95
+    y_true: Any, p: Any, threshold: float, *, groups: Any = None, rounds: int = 200, seed: int = 0,
+    level: float = 0.95,
 ) -> dict[str, tuple[float, float]]:
     """Percentile bootstrap confidence intervals of every metric of :data:`METRICS`.
 
-    Resamples the samples with replacement ``rounds`` times at the fixed threshold.
+    Resamples ``rounds`` times at the fixed threshold: whole patients when ``groups``
+    gives each image's patient (the honest unit when patients have several images, as in
+    the Kaggle and phantom test splits), else single images (see :func:`bootstrap_indices`).
     The AUCs come from scikit-learn per resample (resamples with a single class are
     skipped); the threshold metrics from the resampled confusion counts.
+
+    Args:
+        y_true, p: Labels in {0, 1} and P(PNEUMONIA) in [0, 1], ``(N,)``.
+        threshold: Decision threshold in (0, 1).
+        groups: Optional patient id per image, ``(N,)``.
+        rounds, seed: Bootstrap size and seed.
+        level: Interval coverage, e.g. 0.95.
 
     Returns:
         ``{metric: (low, high)}`` at the given level (``nan`` bounds if never defined).
     """
     y, prob = _check_pair(y_true, p)
-    if rounds < 1:
-        raise ValueError(f"rounds must be >= 1, got {rounds}.")
-    rng = np.random.default_rng(seed)
-    idx = rng.integers(0, y.size, (rounds, y.size))
-    ys, ps = y[idx], prob[idx]
-    pred = ps >= threshold
-    pos = ys == 1
-    samples = _count_metrics(
-        (pred & pos).sum(1), (pred & ~pos).sum(1), (~pred & pos).sum(1), (~pred & ~pos).sum(1)
-    )
-    both = pos.any(1) & (~pos).any(1)
-    samples["roc_auc"] = np.array([skm.roc_auc_score(a, b) if ok else np.nan for a, b, ok in zip(ys, ps, both)])
-    samples["pr_auc"] = np.array(
-        [skm.average_precision_score(a, b) if ok else np.nan for a, b, ok in zip(ys, ps, both)]
-    )
+    samples: dict[str, list[float]] = {m: [] for m in METRICS}
+    for idx in bootstrap_indices(y.size, groups, rounds=rounds, seed=seed):
+        ys, ps = y[idx], prob[idx]
+        pred, pos = ps >= threshold, ys == 1
+        counts = _count_metrics(
+            np.sum(pred & pos), np.sum(pred & ~pos), np.sum(~pred & pos), np.sum(~pred & ~pos))
+        for m, v in counts.items():
+            samples[m].append(float(v))
+        both = pos.any() and (~pos).any()
+        samples["roc_auc"].append(skm.roc_auc_score(ys, ps) if both else math.nan)
+        samples["pr_auc"].append(skm.average_precision_score(ys, ps) if both else math.nan)
     tail = (1 - level) / 2 * 100
     out = {}
     for m in METRICS:
-        v = samples[m][~np.isnan(samples[m])]
+        v = np.asarray(samples[m], dtype=np.float64)
+        v = v[~np.isnan(v)]
         out[m] = (float(np.percentile(v, tail)), float(np.percentile(v, 100 - tail))) if v.size else (math.nan, math.nan)
     return out
 
@@ -174,6 +213,7 @@ class Evaluation:
         name: What was evaluated (model name).
         metrics: :func:`binary_metrics` on test at :attr:`threshold`.
         ci: Bootstrap 95% intervals of the test metrics.
+        ci_unit: What the bootstrap resampled: ``"patient"`` or ``"image"``.
         threshold: The decision threshold.
         threshold_source: ``"validation (youden)"``, ``"given"`` or ``"default 0.5"``.
         y_true, p: Test labels and probabilities ``(N,)``.
@@ -190,6 +230,7 @@ class Evaluation:
     p: np.ndarray
     val_metrics: dict[str, Any] | None = None
     context: dict[str, Any] = field(default_factory=dict)
+    ci_unit: str = "image"
 
     def roc_curve(self) -> tuple[np.ndarray, np.ndarray]:
         """``(fpr, tpr)`` of the test ROC curve."""
@@ -211,6 +252,7 @@ class Evaluation:
             "threshold_source": self.threshold_source,
             "metrics": rounded,
             "ci95": {k: [round(lo, 6), round(hi, 6)] for k, (lo, hi) in self.ci.items()},
+            "ci_unit": self.ci_unit,
             "val_metrics": None if self.val_metrics is None else {
                 k: (round(v, 6) if isinstance(v, float) else v) for k, v in self.val_metrics.items()
             },
@@ -229,6 +271,7 @@ def evaluate_predictions(
     method: str = "youden",
     bootstrap_rounds: int = 200,
     seed: int = 0,
+    groups: Any = None,
     context: Mapping[str, Any] | None = None,
 ) -> Evaluation:
     """Evaluate test probabilities, choosing the threshold on validation probabilities.
@@ -242,6 +285,9 @@ def evaluate_predictions(
         method: Threshold rule, see :func:`choose_threshold`.
         bootstrap_rounds: Resamples for the 95% intervals.
         seed: Seed of the bootstrap.
+        groups: Patient id of every test image ``(N,)`` (e.g. ``manifest.patients("test")``):
+            the intervals then resample patients. Without it, images (narrower than the
+            truth when patients have several images).
         context: What produced the numbers (profile, data source, ...), kept for tables.
     """
     has_val = y_val is not None and p_val is not None
@@ -255,13 +301,14 @@ def evaluate_predictions(
     return Evaluation(
         name=name,
         metrics=binary_metrics(y, p, threshold),
-        ci=bootstrap_ci(y, p, threshold, rounds=bootstrap_rounds, seed=seed),
+        ci=bootstrap_ci(y, p, threshold, groups=groups, rounds=bootstrap_rounds, seed=seed),
         threshold=float(threshold),
         threshold_source=source,
         y_true=y,
         p=p,
         val_metrics=binary_metrics(y_val, p_val, threshold) if has_val else None,
         context=dict(context or {}),
+        ci_unit="image" if groups is None else "patient",
     )
 
 
@@ -314,15 +361,22 @@ def _cell(value: float, ci: tuple[float, float] | None) -> str:
 class ComparisonTable:
     """Several models side by side (rows) over :data:`METRICS` (columns).
 
+    In a notebook it renders as an HTML table (each interval on its own line under its
+    value, so the table fits a book page); :meth:`to_frame` gives the numbers as a
+    pandas DataFrame with separate value / low / high columns.
+
     Attributes:
         header: Column titles.
-        rows: One list of cell strings per model.
+        rows: One list of cell strings per model (``"0.996 [0.990, 1.000]"``).
         caption: What data, split and profile produced the numbers.
+        values: One ``{column title: (value, low, high)}`` per row (``nan`` where absent),
+            parallel to ``rows``; the threshold column has no interval.
     """
 
     header: list[str]
     rows: list[list[str]]
     caption: str
+    values: list[dict[str, tuple[float, float, float]]] = field(default_factory=list)
 
     def to_markdown(self) -> str:
         """A Markdown table with its caption above it."""
@@ -331,10 +385,42 @@ class ComparisonTable:
         lines += ["| " + " | ".join(r) + " |" for r in self.rows]
         return "\n".join(lines)
 
+    def to_frame(self):
+        """The numbers as a ``pandas.DataFrame``: one row per model, for each metric a
+        ``(metric, "value")``, ``(metric, "low")``, ``(metric, "high")`` column (floats)."""
+        import pandas as pd
+
+        names = [r[0] for r in self.rows]
+        columns = pd.MultiIndex.from_tuples(
+            [(title, part) for title in self.header[1:] for part in ("value", "low", "high")])
+        data = [[x for title in self.header[1:] for x in row.get(title, (math.nan,) * 3)] for row in self.values]
+        frame = pd.DataFrame(data, index=pd.Index(names, name=self.header[0]), columns=columns)
+        frame.attrs["caption"] = self.caption
+        return frame
+
+    def _repr_html_(self) -> str:
+        import html
+
+        def cell(text: str) -> str:
+            value, _, interval = text.partition(" [")
+            body = html.escape(value)
+            if interval:
+                body += f'<br><span class="pneumo-ci">[{html.escape(interval)}</span>'
+            return body
+
+        head = "".join(f"<th>{html.escape(h)}</th>" for h in self.header)
+        body = "".join(
+            "<tr><th>" + html.escape(r[0]) + "</th>" + "".join(f"<td>{cell(c)}</td>" for c in r[1:]) + "</tr>"
+            for r in self.rows)
+        return (f'<table class="pneumo-table"><caption>{html.escape(self.caption)}</caption>'
+                f"<thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>")
+
     def __str__(self) -> str:
         widths = [max(len(r[i]) for r in [self.header, *self.rows]) for i in range(len(self.header))]
         fmt = lambda r: "  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip()  # noqa: E731
         return "\n".join([self.caption, fmt(self.header), *map(fmt, self.rows)])
+
+    __repr__ = __str__
 
 
 def comparison_table(
@@ -361,13 +447,18 @@ def comparison_table(
     if unknown:
         raise ValueError(f"Unknown metric(s) {unknown}. Valid: {', '.join(METRICS)}.")
     header = ["model", "threshold", *(METRIC_TITLES[m] for m in metrics)]
-    rows = [
-        [e.name, f"{e.threshold:.3f}", *(_cell(e.metrics[m], e.ci.get(m) if with_ci else None) for m in metrics)]
-        for e in evaluations
-    ]
+    nan_ci = (math.nan, math.nan)
+    rows, values = [], []
+    for e in evaluations:
+        rows.append([e.name, f"{e.threshold:.3f}",
+                     *(_cell(e.metrics[m], e.ci.get(m) if with_ci else None) for m in metrics)])
+        values.append({"threshold": (e.threshold, *nan_ci),
+                       **{METRIC_TITLES[m]: (e.metrics[m], *(e.ci.get(m, nan_ci) if with_ci else nan_ci))
+                          for m in metrics}})
     for ref in references:
         rows.append([str(ref["name"]), "-", *(_cell(ref.get(m, math.nan), None) for m in metrics)])
-    return ComparisonTable(header, rows, caption)
+        values.append({METRIC_TITLES[m]: (float(ref.get(m, math.nan)), *nan_ci) for m in metrics})
+    return ComparisonTable(header, rows, caption, values)
 
 
 def plot_curves(evaluations: Iterable[Evaluation], *, title: str = ""):

@@ -40,8 +40,8 @@ import numpy as np
 from pneumo_lib import data, decision, evaluation, models, paths, runtime, training
 from pneumo_lib.profiles import Profile, get_profile
 
-#: Bump when the training recipe changes, so cached models are retrained.
-RECIPE_VERSION = 5
+#: Bump when the training recipe (or what its card records) changes, so cached models are retrained.
+RECIPE_VERSION = 6  # 6: the card's test intervals resample patients
 #: Share of the training split (grouped by patient, per class) held out as the small
 #: "target" set of the transfer experiment; the rest is the "source" set.
 TARGET_FRACTION = 0.1
@@ -204,7 +204,7 @@ def fit_recipe(
     )
     result_eval = evaluation.evaluate_model(
         result.model, test_ds, val_ds, name=recipe.name, bootstrap_rounds=P.bootstrap_rounds, seed=P.seed,
-        context={"profile": P.name, "data": P.data_source, "split": "test"},
+        groups=manifest.patients("test"), context={"profile": P.name, "data": P.data_source, "split": "test"},
     )
     info.update(training=result.summary(), history=result.history, evaluation=result_eval.as_dict())
     training.save_model(result.model, out, info)
@@ -291,7 +291,7 @@ def evaluate_file(
     val_ds = data.split_dataset(manifest, "val", P, channels=channels)
     return evaluation.evaluate_model(
         model, test_ds, val_ds, name=card.get("name", model.name), bootstrap_rounds=P.bootstrap_rounds,
-        seed=P.seed, context={"profile": P.name, "data": str(manifest.data_dir), "split": "test",
+        seed=P.seed, groups=manifest.patients("test"), context={"profile": P.name, "data": str(manifest.data_dir), "split": "test",
                               "manifest_hash": manifest_hash(manifest)},
     )
 

@@ -178,3 +178,53 @@ def test_plots_draw_one_curve_per_model():
     assert len(pr_ax.lines) == 2
     bars = ev.plot_comparison([a, b], metrics=["accuracy", "roc_auc"])
     assert len(bars.axes[0].patches) == 4
+
+
+def test_patient_bootstrap_draws_whole_patients():
+    groups = ["a", "a", "b", "c", "c", "c"]
+    for idx in ev.bootstrap_indices(6, groups, rounds=30, seed=0):
+        drawn = [groups[i] for i in idx]
+        # Every drawn patient comes with all of its images: counts are multiples of its size.
+        assert drawn.count("a") % 2 == 0 and drawn.count("c") % 3 == 0
+    with pytest.raises(ValueError, match="5 groups for 6 images"):
+        ev.bootstrap_indices(6, groups[:5])
+
+
+def test_duplicated_patients_widen_the_interval_over_the_image_bootstrap():
+    # 40 patients with 4 identical images each: as evidence, 40 cases, not 160.
+    rng = np.random.default_rng(3)
+    y_patient = np.repeat([0, 1], 20)
+    p_patient = np.clip(0.5 + (y_patient - 0.5) * 0.3 + rng.normal(0, 0.25, 40), 0, 1)
+    y, p = np.repeat(y_patient, 4), np.repeat(p_patient, 4)
+    groups = np.repeat(np.arange(40), 4)
+    by_image = ev.bootstrap_ci(y, p, 0.5, rounds=300, seed=0)
+    by_patient = ev.bootstrap_ci(y, p, 0.5, groups=groups, rounds=300, seed=0)
+    for m in ("accuracy", "recall", "specificity", "roc_auc"):
+        width_image = by_image[m][1] - by_image[m][0]
+        width_patient = by_patient[m][1] - by_patient[m][0]
+        # sqrt(4) = 2 times wider in theory; demand at least 1.5.
+        assert width_patient > 1.5 * width_image, (m, width_image, width_patient)
+    # ... and the same as the image bootstrap of the 40 distinct cases, to sampling error.
+    distinct = ev.bootstrap_ci(y_patient, p_patient, 0.5, rounds=300, seed=0)
+    assert abs((distinct["roc_auc"][1] - distinct["roc_auc"][0])
+               - (by_patient["roc_auc"][1] - by_patient["roc_auc"][0])) < 0.05
+    e = ev.evaluate_predictions(y, p, threshold=0.5, groups=groups, bootstrap_rounds=20)
+    assert e.ci_unit == "patient" and e.as_dict()["ci_unit"] == "patient"
+
+
+def test_comparison_table_renders_html_with_intervals_apart_and_a_numeric_frame():
+    a = ev.evaluate_predictions(Y, P, name="model <A>", threshold=0.5, bootstrap_rounds=30)
+    table = ev.comparison_table([a], caption="Test split, phantom data, quick profile",
+                                references=[{"name": "Kermany et al. 2018", "roc_auc": 0.968}])
+    page = table._repr_html_()
+    assert "<caption>Test split, phantom data, quick profile</caption>" in page
+    assert "model &lt;A&gt;" in page  # escaped
+    assert '0.700<br><span class="pneumo-ci">[' in page
+    frame = table.to_frame()
+    assert frame.loc["model <A>", ("accuracy", "value")] == pytest.approx(0.7)
+    low, high = a.ci["accuracy"]
+    assert frame.loc["model <A>", ("accuracy", "low")] == pytest.approx(low)
+    assert frame.loc["model <A>", ("accuracy", "high")] == pytest.approx(high)
+    assert frame.loc["Kermany et al. 2018", ("ROC AUC", "value")] == pytest.approx(0.968)
+    assert np.isnan(frame.loc["Kermany et al. 2018", ("ROC AUC", "low")])
+    assert frame.attrs["caption"].startswith("Test split")

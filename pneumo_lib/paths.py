@@ -55,3 +55,27 @@ def dataset_dir(source: str) -> Path:
 def model_cache_dir() -> Path:
     """Folder where chapters cache the models they train (absolute path)."""
     return pneumo_home() / "models"
+
+
+def display_path(path: str | os.PathLike[str]) -> str:
+    """A path as the book prints it: without the folders of the machine that ran it.
+
+    Paths below the data root or the home become ``$PNEUMO_DATA/...`` / ``$PNEUMO_HOME/...``
+    (the data root counts as ``$PNEUMO_HOME/data`` when it lies there), paths below the
+    user's home folder ``~/...``; any other path is returned as given.
+
+    Args:
+        path: A file or folder path (need not exist).
+
+    Returns:
+        The path as text, with forward slashes below the named root.
+    """
+    target = Path(path).expanduser().absolute()
+    roots = [(pneumo_home(), "$PNEUMO_HOME"), (data_root(), "$PNEUMO_DATA"), (Path.home().absolute(), "~")]
+    for root, name in roots:
+        try:
+            rest = target.relative_to(root)
+        except ValueError:
+            continue
+        return name if not rest.parts else f"{name}/{rest.as_posix()}"
+    return str(path)

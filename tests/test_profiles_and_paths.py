@@ -67,3 +67,15 @@ def test_default_home_is_the_user_cache(monkeypatch, tmp_path):
 def test_unknown_source_is_named():
     with pytest.raises(ValueError, match=r"Unknown data source 'nih'.*phantom, kaggle, sample"):
         paths.dataset_dir("nih")
+
+
+def test_display_path_hides_the_machines_folders(tmp_path, monkeypatch):
+    from pneumo_lib import paths
+
+    monkeypatch.setenv("PNEUMO_HOME", str(tmp_path / "home"))
+    monkeypatch.delenv("PNEUMO_DATA", raising=False)
+    assert paths.display_path(paths.dataset_dir("phantom")) == "$PNEUMO_HOME/data/phantom/chest_xray"
+    assert paths.display_path(tmp_path / "home") == "$PNEUMO_HOME"
+    monkeypatch.setenv("PNEUMO_DATA", str(tmp_path / "elsewhere"))
+    assert paths.display_path(paths.dataset_dir("kaggle")) == "$PNEUMO_DATA/kaggle/chest_xray"
+    assert paths.display_path("/opt/x.keras") == "/opt/x.keras"

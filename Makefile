@@ -54,8 +54,10 @@ browser:
 unit: $(STAMP)
 	$(BIN)/python -m pytest tests
 
+# Cells tagged nbval-check-output are compared exactly, cells tagged nbval-approx within the
+# tolerance in their metadata (pneumo_lib/nbval_tolerance.py).
 notebooks: $(STAMP)
-	$(BIN)/python -m pytest --nbval-lax --sanitize-with book/nbval_sanitize.cfg -p no:cacheprovider book
+	$(BIN)/python -m pytest --nbval-lax --sanitize-with book/nbval_sanitize.cfg -p pneumo_lib.nbval_tolerance -p no:cacheprovider book
 
 html: $(STAMP)
 	$(BIN)/jupyter-book build . -W --keep-going --quiet

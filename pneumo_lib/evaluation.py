@@ -503,7 +503,9 @@ def plot_comparison(
     import matplotlib.pyplot as plt
 
     evaluations, metrics = list(evaluations), list(metrics)
-    fig, ax = plt.subplots(figsize=(max(6, 1.6 * len(metrics) * max(1, len(evaluations)) / 2), 4))
+    # A book page is about 8 inches wide: keep the figure there and the legend below the
+    # bars (inside, it covered them), one column per two models.
+    fig, ax = plt.subplots(figsize=(8, 3.6 + 0.25 * len(evaluations)))
     width = 0.8 / max(1, len(evaluations))
     x = np.arange(len(metrics))
     for i, e in enumerate(evaluations):
@@ -514,7 +516,7 @@ def plot_comparison(
         ax.bar(x + i * width - 0.4 + width / 2, values, width, yerr=err, capsize=3, label=e.name)
     ax.set_xticks(x, [METRIC_TITLES[m] for m in metrics])
     ax.set(ylim=(0, 1.05), ylabel="test value (95% bootstrap CI)")
-    ax.legend(fontsize=8, loc="lower right")
+    ax.legend(fontsize=9, loc="upper center", bbox_to_anchor=(0.5, -0.1), ncol=2, frameon=False)
     if title:
         ax.set_title(title)
     fig.tight_layout()

@@ -17,7 +17,7 @@ export PYTHONHASHSEED := 0
 # when the user has another "python3" kernel installed.
 export JUPYTER_PATH := $(abspath $(VENV))/share/jupyter
 
-.PHONY: book test unit notebooks html install clean browser
+.PHONY: book test unit notebooks html reader install clean browser
 
 install: $(STAMP)
 
@@ -37,7 +37,7 @@ book: $(STAMP)
 	@cat _build/chapter-times.txt
 	@echo "The book is at $(CURDIR)/_build/html/index.html"
 
-test: $(STAMP) browser unit notebooks html
+test: $(STAMP) browser unit notebooks html reader
 
 # The web app's browser test (tests/test_app_browser.py) drives Debian's Chromium. It is
 # installed here when missing and we are root with apt-get (as in CI); otherwise the test
@@ -51,8 +51,9 @@ browser:
 	  echo "note: /usr/bin/chromium not found and not root: the app's browser test will be skipped (apt-get install chromium)"; \
 	fi
 
+# tests/test_book_pages.py runs in `reader`, on the book `html` built (alone, it builds its own).
 unit: $(STAMP)
-	$(BIN)/python -m pytest tests
+	$(BIN)/python -m pytest tests --ignore=tests/test_book_pages.py
 
 # Cells tagged nbval-check-output are compared exactly, cells tagged nbval-approx within the
 # tolerance in their metadata (pneumo_lib/nbval_tolerance.py).
@@ -61,6 +62,11 @@ notebooks: $(STAMP)
 
 html: $(STAMP)
 	$(BIN)/jupyter-book build . -W --keep-going --quiet
+
+# A reader's check of the built book: every page in headless Chromium at 1280x900 (clipped
+# tables and code, missing figures, raw LaTeX or roles, error outputs, requests off the site).
+reader: $(STAMP) browser
+	PNEUMO_BOOK_HTML=_build/html $(BIN)/python -m pytest tests/test_book_pages.py
 
 clean:
 	rm -rf _build .pneumo

@@ -5,7 +5,7 @@ Fails, naming the page and the element, on:
 * an element wider than the content column: a table, code or output block, image or display
   formula whose content is wider than its box (it scrolls or is clipped) or whose box reaches
   past the article's right edge;
-* an image that did not load;
+* an image that did not load; a page whose formulas MathJax did not typeset;
 * raw LaTeX (``$...$``, ``\\(``, ``\\frac``, ``\\begin``) or MyST role syntax (``{glue...}``,
   ``{cite...}``, ```{``) in the rendered text, i.e. math MathJax did not typeset or a role
   Sphinx did not resolve (code blocks excepted);
@@ -148,6 +148,10 @@ async () => {
       reported.add(el);
       problems.push(`${where(el)}: ${why}`);
     }
+  }
+  const formulas = article.querySelectorAll('span.math, div.math');
+  if (formulas.length && !article.querySelector('mjx-container')) {
+    problems.push(`${formulas.length} formula(s) and none typeset: MathJax did not load (${window.MathJax ? 'configured' : 'absent'})`);
   }
   for (const img of document.querySelectorAll('article img, main img')) {
     if (!img.complete || img.naturalWidth === 0) problems.push(`${where(img)}: image did not load`);

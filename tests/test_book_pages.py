@@ -32,9 +32,8 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 import pytest
-import yaml
+from _book_toc import ROOT, toc_files
 
-ROOT = Path(__file__).resolve().parents[1]
 CHROMIUM = "/usr/bin/chromium"
 FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
          "--disable-background-networking", "--disable-component-update", "--disable-sync"]
@@ -49,27 +48,8 @@ if not os.path.exists(CHROMIUM):
                 allow_module_level=True)
 
 
-def toc_pages(root: Path = ROOT) -> list[str]:
-    """Every page of ``_toc.yml``, as paths of the built HTML (``book/intro.html``, ...)."""
-    toc = yaml.safe_load((root / "_toc.yml").read_text())
-    pages: list[str] = []
-
-    def walk(node):
-        if isinstance(node, dict):
-            for key in ("root", "file"):
-                if isinstance(node.get(key), str):
-                    pages.append(str(Path(node[key]).with_suffix(".html")))
-            for value in node.values():
-                walk(value)
-        elif isinstance(node, list):
-            for value in node:
-                walk(value)
-
-    walk(toc)
-    return list(dict.fromkeys(pages))
-
-
-PAGES = toc_pages()
+#: Every page of _toc.yml as a path in the built HTML (book/intro.html, ...).
+PAGES = [str(Path(name).with_suffix(".html")) for name in toc_files()]
 
 
 @pytest.fixture(scope="module")

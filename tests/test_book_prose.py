@@ -33,37 +33,21 @@ from pathlib import Path
 
 import nbformat
 import pytest
-import yaml
+from _book_toc import ROOT, toc_files
 from nbval.plugin import comment_markers
 
 from pneumo_lib.nbval_tolerance import APPROX_TAG, parse_tolerance
 
-ROOT = Path(__file__).resolve().parents[1]
 GLUE_PREFIX = "application/papermill.record/"
 
 
 def toc_notebooks(root: Path = ROOT) -> list[Path]:
     """The notebooks ``_toc.yml`` lists, in its order (Markdown pages have no outputs to check)."""
-    toc = yaml.safe_load((root / "_toc.yml").read_text())
-    files: list[str] = []
-
-    def walk(node):
-        if isinstance(node, dict):
-            for key in ("root", "file"):
-                if isinstance(node.get(key), str):
-                    files.append(node[key])
-            for value in node.values():
-                walk(value)
-        elif isinstance(node, list):
-            for value in node:
-                walk(value)
-
-    walk(toc)
     found = []
-    for name in files:
+    for name in toc_files(root):
         path = root / name
         path = path if path.suffix else path.with_suffix(".ipynb")
-        if path.suffix == ".ipynb" and path.exists() and path not in found:
+        if path.suffix == ".ipynb" and path.exists():
             found.append(path)
     return found
 

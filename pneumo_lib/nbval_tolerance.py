@@ -19,7 +19,10 @@ but not across machines. nbval compares outputs exactly; this pytest plugin adds
   ``{"abs": 5}``); a number printed with ``%`` is compared as a fraction (``83%`` is 0.83), so
   one tolerance fits both ways of printing a rate. Digits inside words (``block5_conv``,
   ``64px``, ``#1f77b4``) and dotted versions (``3.11.4``) are text, compared exactly.
-  A tagged cell without a valid tolerance fails, naming the notebook and the cell.
+  A tagged cell without a valid tolerance fails, naming the notebook and the cell. Failures
+  name the cell as nbval's test id does, ``book/02_scratch_cnn.ipynb::Cell 12`` (code cells
+  counted from 0), and each number outside its tolerance with the reference, the new value,
+  their difference and the tolerance.
 
 Use: ``pytest --nbval-lax -p pneumo_lib.nbval_tolerance book`` (``make notebooks`` does).
 
@@ -133,7 +136,7 @@ def _mask(item: IPyNbCell, outputs: list) -> tuple[list, list[tuple[str, list]]]
 
 
 def _where(item: IPyNbCell) -> str:
-    return f"{item.parent.path}, cell {item.cell_num}"
+    return f"{item.parent.path}::Cell {item.cell_num}"
 
 
 def _approx_compare(item: IPyNbCell, test: list, ref: list, skip_compare=None) -> bool:

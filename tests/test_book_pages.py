@@ -9,6 +9,7 @@ Fails, naming the page and the element, on:
 * raw LaTeX (``$...$``, ``\\(``, ``\\frac``, ``\\begin``) or MyST role syntax (``{glue...}``,
   ``{cite...}``, ```{``) in the rendered text, i.e. math MathJax did not typeset or a role
   Sphinx did not resolve (code blocks excepted);
+* an output showing an absolute path of the machine that built it (``/home/...``, ``/work/...``);
 * error outputs: tracebacks, ``.output.error``/``.traceback`` blocks, stderr blocks saying
   "Error", and JavaScript errors on the page;
 * any request to another host (the book must read offline; MathJax is served by the site).
@@ -158,6 +159,11 @@ async () => {
   }
   for (const el of article.querySelectorAll('pre')) {
     if (/Traceback \(most recent call last\)/.test(el.textContent)) problems.push(`${where(el)}: a traceback is shown`);
+  }
+  const machinePath = /(?:^|[\s'"(=:])((?:\/(?:home|work|root|Users|tmp|mnt|private|var\/folders)\/|[A-Z]:\\Users\\)[^\s'")]*)/m;
+  for (const el of article.querySelectorAll('.cell_output')) {
+    const m = (el.textContent || '').match(machinePath);
+    if (m) problems.push(`${where(el)}: shows a path of the machine that built the book: "${m[1].slice(0, 80)}"`);
   }
   return problems;
 }

@@ -17,7 +17,7 @@ export PYTHONHASHSEED := 0
 # when the user has another "python3" kernel installed.
 export JUPYTER_PATH := $(abspath $(VENV))/share/jupyter
 
-.PHONY: book test unit notebooks html reader install clean browser
+.PHONY: book test unit notebooks html reader install clean browser sandbox
 
 install: $(STAMP)
 
@@ -37,7 +37,7 @@ book: $(STAMP)
 	@cat _build/chapter-times.txt
 	@echo "The book is at $(CURDIR)/_build/html/index.html"
 
-test: $(STAMP) browser unit notebooks html reader
+test: $(STAMP) browser sandbox unit notebooks html reader
 
 # The web app's browser test (tests/test_app_browser.py) drives Debian's Chromium. It is
 # installed here when missing and we are root with apt-get (as in CI); otherwise the test
@@ -49,6 +49,18 @@ browser:
 	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; \
 	else \
 	  echo "note: /usr/bin/chromium not found and not root: the app's browser test will be skipped (apt-get install chromium)"; \
+	fi
+
+# The grader runs each submission in Debian's bubblewrap sandbox (tests/test_assignments_sandbox.py).
+# It is installed here when missing and we are root with apt-get (as in CI); otherwise those
+# tests are skipped and say why.
+sandbox:
+	@if command -v bwrap >/dev/null; then :; \
+	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	  echo "Installing Debian's bubblewrap for the grader's sandbox ..."; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq bubblewrap >/dev/null; \
+	else \
+	  echo "note: bwrap not found and not root: the grader's sandbox tests will be skipped (apt-get install bubblewrap)"; \
 	fi
 
 # tests/test_book_pages.py runs in `reader`, on the book `html` built (alone, it builds its own).

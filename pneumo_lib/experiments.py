@@ -38,6 +38,8 @@ from typing import Any
 import numpy as np
 
 from pneumo_lib import data, decision, evaluation, models, paths, runtime, training
+from pneumo_lib._tf import tf
+from pneumo_lib.data.splits import manifest_file
 from pneumo_lib.profiles import Profile, get_profile
 
 #: Bump when the training recipe (or what its card records) changes, so cached models are retrained.
@@ -247,21 +249,25 @@ def train_on_folder(
         raise ValueError("weights='source' is only available through cached_training (the chapters' cache).")
     recipe = Recipe(name, P, head, weights, _weights_id(weights), "all",
                     train_backbone=arch.family == "backbone" and weights is None)
-    manifest = data.make_splits(folder, seed=P.seed)
-    return fit_recipe(recipe, manifest, out, verbose=verbose, strategy=strategy)
+    manifest = data.make_splits(folder, seed=P.seed, save=False)
+    try:
+        result = fit_recipe(recipe, manifest, out, verbose=verbose, strategy=strategy)
+    except tf.errors.OpError as err:  # a file that passed the checks but does not decode: name it
+        from pneumo_lib.data.pipeline import undecodable_error
+
+        raise undecodable_error([manifest.data_dir / r.path for r in manifest.records], err) from None
+    manifest.save(manifest_file(folder, P.seed, 0.15))  # only once training succeeded
+    return result
 
 
 def resolve_data_folder(data_dir: str | os.PathLike[str]) -> Path:
-    """The ``chest_xray`` folder of ``data_dir`` (itself, or its ``chest_xray`` child), checked.
+    """The ``chest_xray`` folder of ``data_dir``, checked: :func:`pneumo_lib.data.resolve_data_dir`.
 
     Raises:
         FileNotFoundError: No such folder, or a split (e.g. ``test``) is missing; the
             message names the folder and the expected layout.
     """
-    folder = Path(data_dir).expanduser()
-    if (folder / "chest_xray").is_dir():
-        folder = folder / "chest_xray"
-    return data.check_layout(folder)
+    return data.resolve_data_dir(data_dir)
 
 
 def evaluate_file(
@@ -286,14 +292,22 @@ def evaluate_file(
         P = get_profile(profile) if not isinstance(profile, Profile) else profile
     size, channels = int(model.input_shape[1]), int(model.input_shape[-1])
     P = get_profile(P, image_size=size)
-    manifest = data.make_splits(resolve_data_folder(data_dir), seed=P.seed)
+    folder = resolve_data_folder(data_dir)
+    manifest = data.make_splits(folder, seed=P.seed, save=False)
     test_ds = data.split_dataset(manifest, "test", P, channels=channels)
     val_ds = data.split_dataset(manifest, "val", P, channels=channels)
-    return evaluation.evaluate_model(
-        model, test_ds, val_ds, name=card.get("name", model.name), bootstrap_rounds=P.bootstrap_rounds,
-        seed=P.seed, groups=manifest.patients("test"), context={"profile": P.name, "data": str(manifest.data_dir), "split": "test",
-                              "manifest_hash": manifest_hash(manifest)},
-    )
+    try:
+        result = evaluation.evaluate_model(
+            model, test_ds, val_ds, name=card.get("name", model.name), bootstrap_rounds=P.bootstrap_rounds,
+            seed=P.seed, groups=manifest.patients("test"), context={"profile": P.name, "data": str(manifest.data_dir), "split": "test",
+                                  "manifest_hash": manifest_hash(manifest)},
+        )
+    except tf.errors.OpError as err:  # a file that passed the checks but does not decode: name it
+        from pneumo_lib.data.pipeline import undecodable_error
+
+        raise undecodable_error(list(manifest.paths("test")) + list(manifest.paths("val")), err) from None
+    manifest.save(manifest_file(folder, P.seed, 0.15))  # only once evaluation succeeded
+    return result
 
 
 def _weights_id(weights: str | os.PathLike[str] | None) -> str | None:

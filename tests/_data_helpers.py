@@ -31,9 +31,11 @@ def tree_digest(folder: Path) -> dict[str, str]:
             for p in sorted(Path(folder).rglob("*")) if p.is_file()}
 
 
-def write_dicom(path: Path, pixels: np.ndarray, photometric: str = "MONOCHROME2",
-                slope: float = 1.0, intercept: float = 0.0) -> None:
-    """A minimal 12-bit grayscale DICOM file holding ``pixels`` (uint16 values)."""
+def dicom_dataset(pixels: np.ndarray, photometric: str = "MONOCHROME2", bits: int = 12) -> pydicom.Dataset:
+    """An uncompressed grayscale DICOM dataset of ``pixels`` (``(H, W)`` or frames ``(F, H, W)``).
+
+    ``bits`` stored: 8 (uint8 values, 8 bits allocated) or up to 16 (uint16 values).
+    """
     meta = FileMetaDataset()
     meta.MediaStorageSOPClassUID = "1.2.840.10008.5.1.4.1.1.1.1"
     meta.MediaStorageSOPInstanceUID = generate_uid()
@@ -42,11 +44,21 @@ def write_dicom(path: Path, pixels: np.ndarray, photometric: str = "MONOCHROME2"
     ds.file_meta = meta
     ds.SOPClassUID = meta.MediaStorageSOPClassUID
     ds.SOPInstanceUID = meta.MediaStorageSOPInstanceUID
-    ds.Rows, ds.Columns = pixels.shape
+    if pixels.ndim == 3:
+        ds.NumberOfFrames = pixels.shape[0]
+    ds.Rows, ds.Columns = pixels.shape[-2:]
     ds.SamplesPerPixel = 1
     ds.PhotometricInterpretation = photometric
-    ds.BitsAllocated, ds.BitsStored, ds.HighBit = 16, 12, 11
+    allocated = 8 if bits == 8 else 16
+    ds.BitsAllocated, ds.BitsStored, ds.HighBit = allocated, bits, bits - 1
     ds.PixelRepresentation = 0
+    ds.PixelData = np.ascontiguousarray(pixels, np.uint8 if allocated == 8 else np.uint16).tobytes()
+    return ds
+
+
+def write_dicom(path: Path, pixels: np.ndarray, photometric: str = "MONOCHROME2",
+                slope: float = 1.0, intercept: float = 0.0) -> None:
+    """A minimal 12-bit grayscale DICOM file holding ``pixels`` (uint16 values)."""
+    ds = dicom_dataset(pixels, photometric, bits=12)
     ds.RescaleSlope, ds.RescaleIntercept = slope, intercept
-    ds.PixelData = pixels.astype(np.uint16).tobytes()
     ds.save_as(path, enforce_file_format=True)

@@ -157,7 +157,7 @@ def creds(monkeypatch):
 def _fails_installing_nothing(out: Path, message: str) -> None:
     with pytest.raises(KaggleDownloadError, match=message):
         _download(out)
-    assert not out.exists() or list(out.iterdir()) == []
+    assert not out.exists()  # not even an empty folder is left behind
 
 
 def test_no_credentials_says_how_to_get_them(server, tmp_path):
@@ -169,6 +169,19 @@ def test_wrong_key_is_rejected_with_advice(server, tmp_path, monkeypatch):
     monkeypatch.setenv("KAGGLE_USERNAME", USER)
     monkeypatch.setenv("KAGGLE_KEY", "wrong")
     _fails_installing_nothing(tmp_path / "data", "rejected the credentials \\(HTTP 401\\)")
+
+
+def test_wrong_credentials_leave_no_empty_default_folder(server, tmp_path, monkeypatch):
+    monkeypatch.setenv("PNEUMO_DATA", str(tmp_path / "d"))
+    monkeypatch.setenv("KAGGLE_USERNAME", USER)
+    monkeypatch.setenv("KAGGLE_KEY", "wrong")
+    with pytest.raises(KaggleDownloadError, match="rejected the credentials"):
+        _download(None)
+    assert not (tmp_path / "d").exists()
+    (tmp_path / "d").mkdir()  # a data folder that existed before stays
+    with pytest.raises(KaggleDownloadError):
+        _download(None)
+    assert (tmp_path / "d").is_dir() and list((tmp_path / "d").iterdir()) == []
 
 
 def test_invalid_token_ends_in_our_message_not_exit(server, tmp_path, monkeypatch):

@@ -209,7 +209,7 @@ def test_large_jpegs_are_decoded_at_a_reduced_scale_with_the_same_result(tmp_pat
     assert np.abs(reduced - full).mean() < 0.01  # both shrink, so the pipeline used the box filter
 
 
-def test_the_box_filter_is_used_only_when_every_image_shrinks(tmp_path):
+def test_the_box_filter_is_chosen_per_image_when_it_shrinks(tmp_path):
     rng = np.random.default_rng(1)
     stripes = np.tile(np.array([0, 255], np.uint8), 100)[None, :].repeat(200, 0)  # 1 px stripes
     Image.fromarray(stripes).save(tmp_path / "stripes.png")
@@ -231,10 +231,14 @@ def test_the_box_filter_is_used_only_when_every_image_shrinks(tmp_path):
     plain = tf_resize_plain(tmp_path / "stripes.png")
     assert shrunk[1].std() < 0.4 * plain.std()
     assert np.abs(reference("near.png", "area") - reference("near.png", "bilinear")).mean() < 0.06
-    # One image must be enlarged: every image goes through antialiased bilinear.
+    # One image must be enlarged: it alone goes through antialiased bilinear; the
+    # other keeps the box filter, so an image's pixels never depend on its neighbours.
     mixed = through_pipeline("near.png", "small.png")
-    np.testing.assert_allclose(mixed[0], reference("near.png", "bilinear"), atol=1e-6)
+    np.testing.assert_allclose(mixed[0], reference("near.png", "area"), atol=1e-6)
     np.testing.assert_allclose(mixed[1], reference("small.png", "bilinear"), atol=1e-6)
+    np.testing.assert_allclose(through_pipeline("small.png")[0], mixed[1], atol=1e-6)
+    assert pipeline.resize_method(70, 64) == "area" and pipeline.resize_method(63, 64) == "bilinear"
+    assert pipeline.resize_method(None, 64) == "bilinear"
     with pytest.raises(ValueError, match="method must be 'bilinear' or 'area', got 'cubic'"):
         pipeline.resize(pipeline.decode(str(tmp_path / "near.png")), 64, method="cubic")
 

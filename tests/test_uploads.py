@@ -111,3 +111,100 @@ def test_upload_from_an_ipywidgets_8_value():
               "last_modified": 0},)
     assert Upload.from_widget(value) == Upload("scan.png", b"abc")
     assert Upload.from_widget(()) is None
+
+
+# --- One preprocessing path: an upload is the same model input as the file read by the pipeline.
+
+@pytest.fixture(scope="module")
+def real_images():
+    from pneumo_lib import data
+    from pneumo_lib.data.sample import SampleError
+
+    try:
+        folder = data.ensure_sample()
+    except SampleError as err:  # pragma: no cover - needs PyPI the first time
+        pytest.skip(f"the 16 real images are not available here: {err}")
+    return sorted((folder / "val").glob("*/*.jpeg"))
+
+
+def _upload_matches_pipeline(files, sizes=(64, 224), channels=(1, 3)):
+    from pneumo_lib import data
+
+    worst = 0.0
+    for size in sizes:
+        for c in channels:
+            batch = data.load_images(files, size, c)
+            for f, want in zip(files, batch):
+                got = uploads.read_upload(Upload(f.name, f.read_bytes()), size, c)
+                assert got.shape == want.shape and got.dtype == np.float32
+                worst = max(worst, float(np.abs(got - want).max()))
+    assert worst <= 1 / 255, worst
+    return worst
+
+
+def test_uploads_of_the_16_real_images_equal_the_pipeline(real_images):
+    assert len(real_images) == 16
+    _upload_matches_pipeline(real_images)
+
+
+def test_uploads_of_phantom_images_equal_the_pipeline(tmp_path):
+    from _data_helpers import make_tiny
+
+    from pneumo_lib.data import layout
+
+    root = make_tiny(tmp_path / "ds")
+    files = [root / r.path for r in layout.list_images(root)][::4]
+    _upload_matches_pipeline(files, sizes=(32, 48, 96))  # shrinking and enlarging
+
+
+def test_png_and_dicom_uploads_equal_the_pipeline(tmp_path, gray8):
+    from _data_helpers import write_dicom
+
+    big = np.kron(gray8, np.ones((4, 4), np.uint8))  # 128 px: shrinks to 64, grows to 224
+    (tmp_path / "scan.png").write_bytes(png_bytes(big))
+    (tmp_path / "scan16.png").write_bytes(png_bytes(big.astype(np.uint16) * 257))
+    (tmp_path / "rgba.png").write_bytes(png_bytes(rgba(big)))
+    write_dicom(tmp_path / "film.dcm", 4095 - 16 * big.astype(np.uint16), "MONOCHROME1")
+    files = [tmp_path / n for n in ("scan.png", "scan16.png", "rgba.png", "film.dcm")]
+    _upload_matches_pipeline(files)
+
+
+# --- An upload that is not a chest X-ray says so.
+
+def test_radiograph_check_passes_the_16_real_images(real_images):
+    for f in real_images:
+        assert uploads.upload_radiograph_check(Upload(f.name, f.read_bytes())) == [], f.name
+
+
+def test_radiograph_check_passes_phantom_images(tmp_path):
+    from pneumo_lib import data
+
+    root = data.ensure_dataset("quick")  # the phantom the book uses (generated if absent)
+    for f in sorted(root.glob("*/*/*.jpeg"))[::60]:
+        assert uploads.upload_radiograph_check(Upload(f.name, f.read_bytes())) == [], f.name
+
+
+def test_radiograph_check_names_what_is_wrong():
+    rng = np.random.default_rng(0)
+    one_pixel = uploads.radiograph_check(np.full((1, 1), 0.5, np.float32))
+    assert len(one_pixel) == 1 and "too small for a radiograph (1x1 px" in one_pixel[0]
+    noise = uploads.radiograph_check((rng.random((300, 300)) * 255).astype(np.uint8))
+    assert any("looks like noise" in r for r in noise)
+    # A colourful, photograph-like scene: sky, grass, a red ball.
+    y, x = np.mgrid[0:240, 0:320]
+    photo = np.zeros((240, 320, 3), np.uint8)
+    photo[y < 120] = (90, 160, 235)
+    photo[y >= 120] = (60, 170, 60)
+    photo[(x - 160) ** 2 + (y - 150) ** 2 < 40 ** 2] = (220, 30, 30)
+    reasons = uploads.radiograph_check(photo)
+    assert any("in colour" in r for r in reasons)
+    assert any("width/height" in r for r in uploads.radiograph_check(np.full((100, 400), 0.5)))
+    assert any("brightness" in r for r in uploads.radiograph_check(np.zeros((200, 200))))
+    assert uploads.radiograph_check(np.zeros((2, 3, 7))) != []
+
+
+def test_upload_radiograph_check_reads_the_upload(gray8):
+    tiny = uploads.upload_radiograph_check(Upload("icon.png", png_bytes(gray8)))  # 32 px
+    assert any("too small for a radiograph (32x32 px" in r for r in tiny)
+    with pytest.raises(UploadError, match=r"^x\.png is not a readable image"):
+        uploads.upload_radiograph_check(Upload("x.png", b"hello"))

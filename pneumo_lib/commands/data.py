@@ -36,13 +36,13 @@ def add_commands(subparsers: argparse._SubParsersAction) -> None:
     p.set_defaults(handler=_sample)
 
     p = sub.add_parser("audit", help="counts, unreadable files, sizes, duplicates, shared patients")
-    p.add_argument("dir", type=Path, help="a chest_xray folder")
+    p.add_argument("dir", type=Path, help="a chest_xray folder (or the folder holding it)")
     p.add_argument("--splits", nargs="+", default=None, help="splits to expect (default train val test)")
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.set_defaults(handler=_audit)
 
     p = sub.add_parser("split", help="write the patient-grouped split manifest of a dataset")
-    p.add_argument("dir", type=Path, help="a chest_xray folder")
+    p.add_argument("dir", type=Path, help="a chest_xray folder (or the folder holding it)")
     p.add_argument("--seed", type=int, default=42)
     p.add_argument("--val-fraction", type=float, default=0.15)
     p.set_defaults(handler=_split)
@@ -107,7 +107,8 @@ def _audit(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps({
             "data_dir": str(report.data_dir), "ok": report.ok, "counts": report.counts,
-            "problems": report.problems, "unreadable": report.unreadable, "ignored": report.ignored,
+            "problems": report.problems, "unreadable": report.unreadable, "notes": report.notes,
+            "ignored": report.ignored,
             "modes": {c: dict(m) for c, m in report.modes.items()},
             "duplicates": report.duplicates, "shared_patients": report.shared_patients,
         }, indent=2))
@@ -117,12 +118,14 @@ def _audit(args: argparse.Namespace) -> int:
 
 
 def _split(args: argparse.Namespace) -> int:
+    from pneumo_lib.data.layout import resolve_data_dir
     from pneumo_lib.data.splits import make_splits, manifest_file
 
-    manifest = make_splits(args.dir, args.seed, args.val_fraction)
+    folder = resolve_data_dir(args.dir)
+    manifest = make_splits(folder, args.seed, args.val_fraction)
     for split, counts in manifest.counts().items():
         print(f"{split:<5} " + "  ".join(f"{c} {n}" for c, n in counts.items()))
-    print(f"Manifest: {manifest_file(args.dir, args.seed, args.val_fraction)}")
+    print(f"Manifest: {manifest_file(folder, args.seed, args.val_fraction)}")
     return 0
 
 

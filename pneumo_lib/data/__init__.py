@@ -16,13 +16,21 @@ from __future__ import annotations
 
 import importlib
 
-from pneumo_lib.data.images import ImageReadError, read_image
+from pneumo_lib.data.images import (
+    MAX_PIXELS,
+    FramesWarning,
+    ImageReadError,
+    check_image_file,
+    check_pixels,
+    read_image,
+)
 from pneumo_lib.data.layout import (
     CLASSES,
     SPLITS,
     ImageRecord,
     check_layout,
     list_images,
+    resolve_data_dir,
     mask_path,
     patient_id,
 )
@@ -36,11 +44,12 @@ from pneumo_lib.data.splits import (
     shared_patients,
 )
 
-_PIPELINE = ("make_dataset", "split_dataset", "load_images", "load_split", "load_masks",
+_PIPELINE = ("make_dataset", "split_dataset", "load_images", "load_image", "load_split", "load_masks",
              "load_marker_masks", "marker_boxes", "paste_markers", "augmentation")
 
 __all__ = [
     "AuditReport", "CLASSES", "SPLITS", "ImageRecord", "audit", "ensure_sample", "ImageReadError", "SplitManifest", "check_layout",
+    "MAX_PIXELS", "FramesWarning", "check_image_file", "check_pixels", "resolve_data_dir",
     "class_weights", "ensure_dataset", "ensure_phantom", "list_images", "make_splits",
     "mask_path", "naive_random_split", "patient_id", "phantom_root", "read_image",
     "shared_patients", *_PIPELINE,

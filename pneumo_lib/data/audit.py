@@ -1,21 +1,32 @@
 """Audit a dataset folder before trusting it: ``audit(data_dir)``.
 
 Counts per split and class, unreadable or non-image files (named, never deleted),
-colour modes, image sizes, duplicate images (by content hash) and patients that
-appear in more than one split. The audit only reads files.
+symbolic-link loops and broken links, colour modes, image sizes, duplicate images
+(by content hash) and patients that appear in more than one split. The audit only
+reads files, decodes at most one frame of a DICOM and never more than
+:data:`~pneumo_lib.data.images.MAX_PIXELS` pixels of any file.
 """
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import os
+import warnings
 from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-from pneumo_lib.data.images import DICOM_SUFFIXES, MAX_PIXELS, ImageReadError, open_image, read_image
-from pneumo_lib.data.layout import CLASSES, SPLITS, check_layout, is_image_name, patient_id
+from pneumo_lib.data.images import (
+    DICOM_SUFFIXES,
+    MAX_PIXELS,
+    FramesWarning,
+    ImageReadError,
+    open_image,
+    read_image,
+)
+from pneumo_lib.data.layout import CLASSES, SPLITS, check_layout, is_image_name, patient_id, resolve_data_dir
 
 
 @dataclass
@@ -27,7 +38,10 @@ class AuditReport:
         counts: Readable images, ``{split: {class: n}}``.
         problems: Layout problems (missing split or class folders, empty class
             folders, a layout nested one level too deep), one sentence each.
-        unreadable: ``[(relative path, reason)]`` for files that look like images but cannot be read.
+        unreadable: ``[(relative path, reason)]`` for files that look like images but cannot be
+            read, and for symbolic-link loops and broken links.
+        notes: ``[(relative path, note)]`` for readable images with a caveat (a multi-frame
+            DICOM of which only the first frame is used).
         ignored: Relative paths of non-image files (``.DS_Store`` and the like).
         modes: Colour modes, ``{class: {mode: n}}`` (``L`` grayscale, ``RGB``, ``CMYK``, ``I;16`` ...).
         sizes: ``{class: int array (N, 2)}`` of ``(width, height)`` in pixels.
@@ -39,6 +53,7 @@ class AuditReport:
     counts: dict[str, dict[str, int]] = field(default_factory=dict)
     problems: list[str] = field(default_factory=list)
     unreadable: list[tuple[str, str]] = field(default_factory=list)
+    notes: list[tuple[str, str]] = field(default_factory=list)
     ignored: list[str] = field(default_factory=list)
     modes: dict[str, Counter] = field(default_factory=dict)
     sizes: dict[str, np.ndarray] = field(default_factory=dict)
@@ -72,6 +87,7 @@ class AuditReport:
                              f"{int(wh[:, 1].max())} (median {int(np.median(wh[:, 1]))})")
         lines += [f"  problem: {p}" for p in self.problems]
         lines += [f"  unreadable: {p}: {why}" for p, why in self.unreadable]
+        lines += [f"  note: {p}: {why}" for p, why in self.notes]
         if self.ignored:
             lines.append(f"  ignored {len(self.ignored)} non-image file(s), e.g. {self.ignored[0]}")
         lines.append(f"  duplicate groups: {len(self.duplicates)} "
@@ -81,6 +97,20 @@ class AuditReport:
                 lines.append(f"  patients in both {pair}: {len(patients)}, e.g. {patients[0]}")
         lines.append("  OK" if self.ok else "  NOT OK: see above")
         return "\n".join(lines)
+
+
+def _link_problem(entry: Path, folder: Path) -> str | None:
+    """Why a symbolic link cannot be followed (a loop, broken, or pointing to a parent), else None."""
+    try:
+        os.stat(entry)
+    except OSError as err:
+        if err.errno == errno.ELOOP:
+            return "symbolic-link loop (the link leads back to itself); remove or fix the link"
+        return f"broken symbolic link to {os.readlink(entry)}; remove or fix the link"
+    target = entry.resolve()
+    if entry.is_dir() and (target == folder.resolve() or target in folder.resolve().parents):
+        return "symbolic-link loop (a link to a folder that contains it); remove the link"
+    return None
 
 
 def _probe(file: Path, max_pixels: int) -> tuple[str, tuple[int, int]]:
@@ -106,14 +136,15 @@ def audit(data_dir: str | os.PathLike, splits: tuple[str, ...] = SPLITS,
     """Audit a ``chest_xray`` folder (reads every file, changes nothing).
 
     Args:
-        data_dir: The folder holding the split folders.
+        data_dir: The ``chest_xray`` folder, the folder holding it, or the Kaggle archive's
+            nested layout (see :func:`~pneumo_lib.data.layout.resolve_data_dir`).
         splits: The splits expected (``("val",)`` for the 16-image sample).
         max_pixels: Images larger than this are reported as unreadable.
 
     Returns:
         An :class:`AuditReport`; layout problems are reported in it, not raised.
     """
-    root = Path(data_dir).expanduser().absolute()
+    root = resolve_data_dir(data_dir, splits, check=False)
     report = AuditReport(root)
     try:
         check_layout(root, splits)
@@ -130,9 +161,14 @@ def audit(data_dir: str | os.PathLike, splits: tuple[str, ...] = SPLITS,
             if not folder.is_dir():
                 continue
             for file in sorted(folder.rglob("*")):
+                rel = file.relative_to(root).as_posix()
+                if file.is_symlink():
+                    why = _link_problem(file, folder)
+                    if why:
+                        report.unreadable.append((rel, why))
+                        continue
                 if not file.is_file():
                     continue
-                rel = file.relative_to(root).as_posix()
                 if not is_image_name(file.name):
                     report.ignored.append(rel)
                     continue
@@ -141,10 +177,14 @@ def audit(data_dir: str | os.PathLike, splits: tuple[str, ...] = SPLITS,
                                            f"directly in {split}/{cls}/.")
                     continue
                 try:
-                    mode, size = _probe(file, max_pixels)
-                except ImageReadError as err:
+                    with warnings.catch_warnings(record=True) as caught:
+                        warnings.simplefilter("always", FramesWarning)
+                        mode, size = _probe(file, max_pixels)
+                except (ImageReadError, OSError) as err:
                     report.unreadable.append((rel, str(err).replace(str(file), "").strip(" :")))
                     continue
+                report.notes += [(rel, str(w.message).replace(str(file), "").strip(" :"))
+                                 for w in caught if issubclass(w.category, FramesWarning)]
                 report.counts[split][cls] += 1
                 report.modes[cls][mode] += 1
                 sizes[cls].append(size)

@@ -150,6 +150,7 @@ def download_kaggle(out: str | os.PathLike | None = None, *, force: bool = False
         raise FileExistsError(f"{target} already exists; pass force=True (or --force) to replace it.")
     if credentials_source() is None:
         raise KaggleDownloadError(f"No Kaggle credentials found. {_HELP}")
+    created = [d for d in (root, *root.parents) if not d.exists()]  # removed again on failure
     root.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=".kaggle-partial-", dir=root))
     try:
@@ -161,6 +162,12 @@ def download_kaggle(out: str | os.PathLike | None = None, *, force: bool = False
         with replace_atomically(target) as staged:
             for split in SPLITS:  # only the split folders (Kaggle's zip nests a second copy)
                 shutil.move(str(found / split), str(staged / split))
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        for folder in created:  # deepest first: leave no empty folder behind
+            with contextlib.suppress(OSError):
+                folder.rmdir()
+        raise
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return target

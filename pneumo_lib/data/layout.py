@@ -99,6 +99,35 @@ def check_layout(data_dir: str | os.PathLike, splits: tuple[str, ...] = SPLITS) 
     return root
 
 
+def resolve_data_dir(data_dir: str | os.PathLike, splits: tuple[str, ...] = SPLITS,
+                     check: bool = True) -> Path:
+    """The ``chest_xray`` folder a user meant: the one rule every command and function follows.
+
+    Accepted, in this order: ``data_dir`` itself when it holds split folders
+    (``chest_xray/``); its child ``chest_xray/`` (the folder ``pneumo data ... --out DIR``
+    wrote); the Kaggle archive's nested ``chest_xray/chest_xray/`` (beside ``__MACOSX/``).
+
+    Args:
+        data_dir: Any of those folders.
+        splits: The splits to look for (and to require when ``check``).
+        check: Also run :func:`check_layout` on the folder found (raises on a wrong layout).
+
+    Returns:
+        The absolute ``chest_xray`` folder (``data_dir`` itself when nothing matched and
+        ``check`` is False).
+
+    Raises:
+        FileNotFoundError, ValueError: With ``check``, as :func:`check_layout`
+            (the folder does not exist, or no candidate has the splits).
+    """
+    root = Path(data_dir).expanduser().absolute()
+    for candidate in (root, root / "chest_xray", root / "chest_xray" / "chest_xray"):
+        if any((candidate / s).is_dir() for s in splits):
+            root = candidate
+            break
+    return check_layout(root, splits) if check else root
+
+
 def list_images(data_dir: str | os.PathLike, splits: tuple[str, ...] = SPLITS,
                 check: bool = True) -> list[ImageRecord]:
     """Every image of a Kaggle-layout folder, sorted by path.

@@ -4,7 +4,15 @@ Every consumer gets the same images: decoded to grayscale, resized to
 ``image_size`` (``aspect="stretch"`` like ``image_dataset_from_directory``,
 ``"pad"`` to letterbox, ``"crop"`` for a centre square), scaled to ``[0, 1]``,
 then repeated to 3 channels if the model wants them. Models carry their own
-normalisation layers, so the pipeline never standardises.
+normalisation layers, so the pipeline never standardises. Uploads
+(:func:`pneumo_lib.uploads.read_upload`) and ``pneumo explain`` go through the same
+functions, so a file gives the same model input whichever way it comes in.
+
+The resize filter is chosen per image from its header: the box filter ("area")
+when the image shrinks on both axes (after JPEG DCT scaling), antialiased bilinear
+when it must be enlarged. Every file is checked before the first batch (exists, not a
+folder, within :data:`~pneumo_lib.data.images.MAX_PIXELS`, not truncated, a DICOM
+syntax an installed plugin decodes), so a bad file is named, never a TensorFlow traceback.
 
 Augmentation is Keras preprocessing layers applied on the fly to training batches:
 small rotations, zooms and shifts, contrast and brightness. There is no horizontal
@@ -23,7 +31,16 @@ import numpy as np
 from PIL import Image
 
 from pneumo_lib._tf import keras, tf
-from pneumo_lib.data.images import DICOM_SUFFIXES, ImageReadError, read_image
+from pneumo_lib.data.images import (
+    DICOM_SUFFIXES,
+    MAX_PIXELS,
+    ImageReadError,
+    check_image_file,
+    check_pixels,
+    dicom_header,
+    open_image,
+    read_image,
+)
 from pneumo_lib.data.layout import mask_path
 from pneumo_lib.data.splits import SplitManifest
 from pneumo_lib.profiles import Profile, get_profile
@@ -51,8 +68,8 @@ def resize(image, image_size: int, aspect: str = "stretch", method: str = "bilin
     ``method="bilinear"`` is antialiased bilinear: it low-pass filters when shrinking
     and interpolates when enlarging. ``"area"`` averages the source pixels under each
     output pixel (a box filter): as alias-free when shrinking and several times
-    cheaper, but blocky when enlarging, so :func:`make_dataset` uses it only when
-    every image of the dataset shrinks on both axes.
+    cheaper, but blocky when enlarging, so :func:`make_dataset` uses it only for
+    images that shrink on both axes (see :func:`resize_method`).
     """
     if method not in ("bilinear", "area"):
         raise ValueError(f"method must be 'bilinear' or 'area', got {method!r}.")
@@ -118,32 +135,79 @@ def _quick_header(path: str | os.PathLike) -> tuple[str, int, int, int] | None:
     return None
 
 
-def _inspect(path: str | os.PathLike, image_size: int) -> tuple[int, int | None]:
-    """``(plan, shorter side as decoded)`` of one file; the side is None when unknown (DICOM)."""
-    path = Path(path)
+#: The bytes a complete JPEG / PNG ends with (within the last kilobyte: some writers pad).
+_JPEG_END, _PNG_END = b"\xff\xd9", b"IEND\xaeB`\x82"
+
+
+def _complete(path: str | os.PathLike, fmt: str) -> bool:
+    """True when the file ends like a complete JPEG/PNG (cheap: reads its last kilobyte)."""
+    with open(path, "rb") as fh:
+        fh.seek(0, os.SEEK_END)
+        fh.seek(max(0, fh.tell() - 1024))
+        tail = fh.read()
+    return (_JPEG_END if fmt == "JPEG" else _PNG_END) in tail
+
+
+def _probe_decode(path: Path, max_pixels: int) -> None:
+    """Decode a file with Pillow (JPEG at 1/8 scale) to tell a truncated one from an odd ending."""
+    with open_image(path, max_pixels) as im:
+        if im.format == "JPEG":
+            im.draft(im.mode, (max(1, im.size[0] // 8), max(1, im.size[1] // 8)))
+        try:
+            im.load()
+        except Exception as err:  # Pillow raises several types for broken data
+            raise ImageReadError(f"{path} could not be decoded ({err}); the file is probably truncated "
+                                 "or corrupt. Re-download it or delete it (`pneumo data audit` lists "
+                                 "every bad file of a dataset).") from None
+
+
+def _inspect(path: str | os.PathLike, image_size: int,
+             max_pixels: int = MAX_PIXELS) -> tuple[int, int | None]:
+    """``(plan, shorter side as decoded)`` of one file, refusing files the pipeline cannot decode.
+
+    Raises:
+        FileNotFoundError: No such file.
+        ImageReadError: A folder, empty, unreadable header, too many pixels, truncated,
+            or a DICOM no installed plugin decodes; the message names the file.
+    """
+    path = check_image_file(path)
     if path.suffix.lower() in DICOM_SUFFIXES:
-        return PYTHON, None
+        _, rows, cols, _ = dicom_header(path, max_pixels)
+        return PYTHON, min(rows, cols)
     try:
         quick = _quick_header(path)
     except OSError:
         quick = None
+    if quick is not None:
+        check_pixels(path, quick[2], quick[3], 1, max_pixels)
+        if not _complete(path, quick[0]):
+            _probe_decode(path, max_pixels)
     if quick is not None and quick[0] == "PNG":
         return GENERIC, min(quick[2:])
     if quick is not None and quick[1] in (1, 3):  # gray or YCbCr JPEG: TensorFlow decodes it
         short = min(quick[2:])
     else:
         try:
-            with Image.open(path) as im:
+            with open_image(path, max_pixels) as im:
                 if im.mode in ("CMYK", "YCbCr") or im.format not in ("JPEG", "PNG"):
                     return PYTHON, min(im.size)
                 if im.format == "PNG":
                     return GENERIC, min(im.size)
                 short = min(im.size)
-        except (OSError, ValueError) as err:
-            raise ImageReadError(f"{path} is not a readable image ({err}); run `pneumo data audit` "
-                                 "on the dataset to list every bad file.") from None
+        except ImageReadError as err:
+            raise ImageReadError(f"{err} Run `pneumo data audit` on the dataset to list every bad file."
+                                 ) from None
     k = max([i for i, r in enumerate(_JPEG_RATIOS) if image_size and short // r >= image_size] or [0])
     return JPEG_FULL + k, short // _JPEG_RATIOS[k]
+
+
+def resize_method(short_side: int | None, image_size: int) -> str:
+    """The resize filter for one image: ``"area"`` when it shrinks on both axes, else ``"bilinear"``.
+
+    ``short_side`` is the image's shorter side as decoded (after JPEG DCT scaling);
+    None (unknown) gives ``"bilinear"``.
+    """
+    return "area" if short_side is not None and short_side >= image_size else "bilinear"
 
 
 def decode_plan(path: str | os.PathLike, image_size: int = 0) -> int:
@@ -157,7 +221,8 @@ def decode_plan(path: str | os.PathLike, image_size: int = 0) -> int:
         :data:`PYTHON`, :data:`GENERIC` or ``JPEG_FULL + k`` for ratio ``2**k``.
 
     Raises:
-        ImageReadError: The header is unreadable (empty file, not an image), naming the file.
+        ImageReadError: The file is unusable (a folder, empty, not an image, too large,
+            truncated, an undecodable DICOM), naming the file.
     """
     return _inspect(path, image_size)[0]
 
@@ -238,6 +303,11 @@ def make_dataset(paths: Sequence[str | os.PathLike], labels=None, *, image_size:
     Returns:
         A dataset yielding ``images`` float32 ``(B, S, S, C)`` in ``[0, 1]``, or
         ``(images, labels)`` with labels float32 ``(B,)``.
+
+    Raises:
+        FileNotFoundError: A file does not exist.
+        ImageReadError: A file cannot be decoded (a folder, empty, truncated, too many
+            pixels, an undecodable DICOM), naming it; checked before the first batch.
     """
     _check_args(image_size, channels, aspect)
     files = [str(p) for p in paths]
@@ -245,15 +315,17 @@ def make_dataset(paths: Sequence[str | os.PathLike], labels=None, *, image_size:
         raise ValueError("make_dataset got no image paths.")
     inspected = [_inspect(f, image_size) for f in files]
     plans = np.array([plan for plan, _ in inspected], np.int32)
-    # The cheap box filter when every image shrinks (after its DCT scaling), see resize.
-    method = "area" if all(short is not None and short >= image_size for _, short in inspected) else "bilinear"
+    # Per image: the cheap box filter when it shrinks (after its DCT scaling), see resize_method.
+    areas = np.array([resize_method(short, image_size) == "area" for _, short in inspected], bool)
     y = np.zeros(len(files), np.float32) if labels is None else np.asarray(labels, np.float32).reshape(-1)
     if len(y) != len(files):
         raise ValueError(f"Got {len(files)} paths but {len(y)} labels.")
-    items = tf.data.Dataset.from_tensor_slices((files, plans, y))
+    items = tf.data.Dataset.from_tensor_slices((files, plans, areas, y))
 
-    def load(path, plan, label):
-        return resize(decode(path, plan), image_size, aspect, method), label
+    def load(path, plan, area, label):
+        image = decode(path, plan)
+        return tf.cond(area, lambda: resize(image, image_size, aspect, "area"),
+                       lambda: resize(image, image_size, aspect, "bilinear")), label
 
     if cache == "auto":
         cache = len(files) * image_size * image_size * 4 <= AUTO_CACHE_BYTES
@@ -303,10 +375,70 @@ def load_images(paths: Sequence[str | os.PathLike], image_size: int, channels: i
 
     Returns:
         float32 ``(N, S, S, C)`` with values in ``[0, 1]``.
+
+    Raises:
+        FileNotFoundError, ImageReadError: As :func:`make_dataset`; a file that passes the
+            checks but that TensorFlow fails to decode is named too (:func:`find_undecodable`).
     """
     ds = make_dataset(paths, None, image_size=image_size, channels=channels, batch_size=64,
                       cache=False, aspect=aspect)
-    return np.concatenate([b.numpy() for b in ds], axis=0)
+    try:
+        return np.concatenate([b.numpy() for b in ds], axis=0)
+    except tf.errors.OpError as err:
+        raise undecodable_error(paths, err) from None
+
+
+def load_image(path: str | os.PathLike, image_size: int, channels: int = 1,
+               aspect: str = "stretch") -> np.ndarray:
+    """One file as the pipeline feeds it: float32 ``(S, S, C)`` in ``[0, 1]`` (see :func:`load_images`)."""
+    return load_images([path], image_size, channels, aspect)[0]
+
+
+def find_undecodable(paths: Sequence[str | os.PathLike], image_size: int = 8) -> list[tuple[str, str]]:
+    """Files TensorFlow fails to decode, each with the first line of its error.
+
+    Decodes every file alone (as the pipeline would, at ``image_size``): slow for a whole
+    dataset, meant for the error path after a batch failed.
+
+    Returns:
+        ``[(path, reason)]``, empty when every file decodes.
+    """
+    bad = []
+    for f in map(str, paths):
+        try:
+            plan, _ = _inspect(f, image_size)
+            if plan == PYTHON:  # its own errors name the file in one line
+                read_image(f)
+            else:
+                decode(tf.constant(f), plan)
+        except (ImageReadError, FileNotFoundError) as err:
+            bad.append((f, str(err)))
+        except tf.errors.OpError as err:
+            bad.append((f, _op_message(err)))
+    return bad
+
+
+def _op_message(err: Exception) -> str:
+    """TensorFlow's error message on one line, without its graph-node and op decorations."""
+    import re
+
+    text = " ".join((getattr(err, "message", "") or str(err)).split())
+    text = re.sub(r"\{\{function_node [^}]*\}\}\s*", "", text)
+    return re.sub(r"\s*\[Op:\w+\]", "", text).strip()[:300]
+
+
+def undecodable_error(paths: Sequence[str | os.PathLike], err: Exception) -> ImageReadError:
+    """An :class:`ImageReadError` naming the files of ``paths`` that a failed batch (``err``) came from."""
+    bad = find_undecodable(paths)
+    if not bad:
+        return ImageReadError(f"TensorFlow failed to decode an image ({_op_message(err)}); "
+                              "run `pneumo data audit` on the dataset to find it.")
+    (name, why), more = bad[0], len(bad) - 1
+    if why.startswith(name):  # already a sentence naming the file
+        message = why
+    else:
+        message = f"{name} could not be decoded ({why}); re-download it or delete it."
+    return ImageReadError(message + (f" ({more} more such file(s); `pneumo data audit` lists them.)" if more else ""))
 
 
 def load_split(manifest: SplitManifest, split: str, image_size: int, channels: int = 1,

@@ -10,7 +10,8 @@ but not across machines. nbval compares outputs exactly; this pytest plugin adds
   ``text/plain``, ``text/html``, stream text and glued
   ``application/papermill.record/text/plain`` values, in fact in every text output nbval
   compares) may differ from the stored one by the cell's tolerance; all text around the
-  numbers must match exactly. The tolerance is cell metadata::
+  numbers must match exactly, except that a run of spaces counts as one (fixed-width columns
+  pad numbers of different lengths differently). The tolerance is cell metadata::
 
       {"pneumo": {"tolerance": 0.05}}                       # |new - ref| <= 0.05
       {"pneumo": {"tolerance": {"abs": 0.02, "rel": 0.1}}}  # |new - ref| <= 0.02 + 0.1 * |ref|
@@ -60,6 +61,11 @@ NUMBER = re.compile(
     r"(?P<exp>[eE][-+]?\d+)?(?![\w]|\.\d)(?P<pct>%?)")
 
 
+# Runs of spaces and tabs: a column printed with a fixed width pads a shorter number with more
+# spaces ("TN   99" vs "TN  101"), so the masked text keeps one space for any run.
+SPACES = re.compile(r"[ \t]+")
+
+
 def parse_tolerance(metadata: Any) -> tuple[float, float]:
     """``(abs, rel)`` from a cell's metadata ``{"pneumo": {"tolerance": ...}}``.
 
@@ -97,7 +103,8 @@ def _value(match: re.Match) -> float:
 
 
 def split_numbers(text: str) -> tuple[str, list[tuple[str, float]]]:
-    """``text`` with every number replaced by :data:`PLACEHOLDER`, and the numbers in order.
+    """``text`` with every number replaced by :data:`PLACEHOLDER` (and runs of spaces and tabs
+    by one space), and the numbers in order.
 
     Each number is ``(as printed, value)``; a percentage's value is a fraction.
     """
@@ -107,7 +114,7 @@ def split_numbers(text: str) -> tuple[str, list[tuple[str, float]]]:
         found.append((match[0], _value(match)))
         return PLACEHOLDER
 
-    return NUMBER.sub(keep, text), found
+    return SPACES.sub(" ", NUMBER.sub(keep, text)), found
 
 
 def within(ref: float, new: float, tol: tuple[float, float]) -> bool:

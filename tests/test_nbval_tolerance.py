@@ -66,12 +66,14 @@ APPROX = ["nbval-approx"]
 CELLS = {  # name: (cell, expected outcome, words the failure message must contain)
     "within": (_cell('print("AUC 0.912, TN 116, in 1.0 s")', "AUC 0.93, TN 113, in 12.5 s\n", APPROX,
                      {"abs": 0.02, "rel": 0.03}), "passed", []),
+    "padding": (_cell('print(f"TN {101:>5}  AUC {-0.5:>6.2f}")', "TN    99  AUC   0.50\n", APPROX, {"abs": 2}),
+                "passed", []),
     "outside": (_cell('print("threshold 0.124")', "threshold 0.134\n", APPROX, 0.005), "failed",
-                ["::Cell 1", "reference 0.134, new 0.124", "tolerance 0.005"]),
+                ["::Cell 2", "reference 0.134, new 0.124", "tolerance 0.005"]),
     "words": (_cell('print("precision 0.90")', "accuracy 0.90\n", APPROX, 0.1), "failed",
-              ["::Cell 2", "text around the numbers differs", "accuracy", "precision"]),
+              ["::Cell 3", "text around the numbers differs", "accuracy", "precision"]),
     "no_tolerance": (_cell('print("AUC 0.93")', "AUC 0.93\n", APPROX), "failed",
-                     ["::Cell 3", "needs a tolerance"]),
+                     ["::Cell 4", "needs a tolerance"]),
     "exact_differs": (_cell('print("TN 114")', "TN 113\n", ["nbval-check-output"]), "failed", ["113", "114"]),
     "exact_same": (_cell('print("TN 113")', "TN 113\n", ["nbval-check-output"]), "passed", []),
     "unchecked": (_cell('print("TN 999")', "TN 113\n"), "passed", []),
@@ -85,9 +87,9 @@ CELLS = {  # name: (cell, expected outcome, words the failure message must conta
         "passed", []),
     "glue_outside": (_cell('from pneumo_lib import prose\n_ = prose.glue("thr", 0.1241, ".3f")', tags=APPROX,
                            tolerance={"abs": 0.005}, outputs=[_record("0.134")]),
-                     "failed", ["::Cell 8", "application/papermill.record/text/plain", "reference 0.134, new 0.124"]),
+                     "failed", ["::Cell 9", "application/papermill.record/text/plain", "reference 0.134, new 0.124"]),
     "both_tags": (_cell('print("TN 113")', "TN 113\n", ["nbval-check-output", "nbval-approx"], 5), "failed",
-                  ["::Cell 9", "choose one"]),
+                  ["::Cell 10", "choose one"]),
 }
 
 

@@ -97,6 +97,19 @@ PROFILES: dict[str, Profile] = {
 }
 
 FIELDS: tuple[str, ...] = tuple(f.name for f in dataclasses.fields(Profile))
+#: Fields for which ``None`` is a value (``weights=None``: random initialisation), not "keep".
+NULLABLE: tuple[str, ...] = ("weights",)
+
+
+class _Keep:
+    """The type of :data:`KEEP`."""
+
+    def __repr__(self) -> str:
+        return "profiles.KEEP"
+
+
+#: Pass as an override to keep the profile's value of any field (also those in :data:`NULLABLE`).
+KEEP = _Keep()
 
 
 def profile_names() -> list[str]:
@@ -111,8 +124,11 @@ def get_profile(name: str | Profile = "quick", **overrides: Any) -> Profile:
         name: A profile name from :data:`PROFILES`, or a :class:`Profile` to copy.
         **overrides: Field values to replace. ``None`` means "keep the profile's
             value", so a chapter's parameters cell can declare ``epochs = None``
-            and papermill can set it. Numeric strings are converted to the
-            field's type (papermill passes command-line values as strings).
+            and papermill can set it, except for the fields in :data:`NULLABLE`
+            where ``None`` is a value: ``get_profile("full", weights=None)`` trains
+            backbones from random weights (``"none"`` as a string too). :data:`KEEP`
+            keeps any field. Numeric strings are converted to the field's type
+            (papermill passes command-line values as strings).
 
     Returns:
         A new frozen :class:`Profile`.
@@ -135,6 +151,11 @@ def get_profile(name: str | Profile = "quick", **overrides: Any) -> Profile:
         )
     changes: dict[str, Any] = {}
     for key, value in overrides.items():
+        if value is KEEP:
+            continue
+        if key in NULLABLE:
+            changes[key] = None if value is None or str(value).lower() == "none" else value
+            continue
         if value is None:
             continue
         current = getattr(base, key)

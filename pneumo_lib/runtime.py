@@ -6,7 +6,6 @@ Nothing here imports TensorFlow at module import time, so ``pneumo --help`` stay
 from __future__ import annotations
 
 import importlib.metadata
-import importlib.util
 import logging
 import os
 import platform
@@ -15,11 +14,6 @@ import sys
 import warnings
 
 import numpy as np
-
-
-def on_colab() -> bool:
-    """True inside a Google Colab runtime."""
-    return importlib.util.find_spec("google.colab") is not None
 
 
 def quiet_tensorflow() -> None:

@@ -79,3 +79,15 @@ def test_display_path_hides_the_machines_folders(tmp_path, monkeypatch):
     monkeypatch.setenv("PNEUMO_DATA", str(tmp_path / "elsewhere"))
     assert paths.display_path(paths.dataset_dir("kaggle")) == "$PNEUMO_DATA/kaggle/chest_xray"
     assert paths.display_path("/opt/x.keras") == "/opt/x.keras"
+
+
+def test_weights_none_means_random_weights_and_keep_keeps():
+    full = profiles.get_profile("full")
+    assert full.weights == "imagenet"
+    assert profiles.get_profile("full", weights=None).weights is None
+    assert profiles.get_profile("full", weights="none").weights is None  # as papermill passes it
+    assert profiles.get_profile("full", weights=profiles.KEEP).weights == "imagenet"
+    assert profiles.get_profile("quick", weights="imagenet").weights == "imagenet"
+    # Every other field: None still keeps the profile's value (chapters' parameters cells).
+    kept = profiles.get_profile("full", epochs=None, image_size=profiles.KEEP, seed=None)
+    assert (kept.epochs, kept.image_size, kept.seed) == (full.epochs, full.image_size, full.seed)

@@ -342,9 +342,18 @@ class CachedModel:
         return self.card.get("history", {})
 
 
+def _shortcut_key(shortcut) -> bool | dict:
+    """``shortcut`` as cache keys and cards record it: a bool, or a non-default variant's settings."""
+    from pneumo_lib.data import phantom
+
+    if isinstance(shortcut, phantom.PhantomSettings):
+        return True if shortcut == phantom.DEFAULT_SETTINGS else shortcut.as_params()
+    return bool(shortcut)
+
+
 def cache_path(recipe: Recipe, manifest: data.SplitManifest, shortcut: bool = False) -> Path:
     """Cache file of a recipe trained on a manifest: ``<models>/<name>-<profile>-<key>.keras``."""
-    fields = {**recipe.key_fields(), "manifest": manifest_hash(manifest), "shortcut": shortcut}
+    fields = {**recipe.key_fields(), "manifest": manifest_hash(manifest), "shortcut": _shortcut_key(shortcut)}
     key = hashlib.sha256(json.dumps(fields, sort_keys=True).encode()).hexdigest()[:12]
     return paths.model_cache_dir() / f"{recipe.name}-{recipe.profile.name}-{key}.keras"
 
@@ -373,7 +382,8 @@ def cached_training(
             ``"target"`` for ``weights="source"`` (the source part trained the backbone),
             else ``"all"``.
         shortcut: Train on the phantom variant whose train/val PNEUMONIA images carry a
-            marker (the explanation chapters' shortcut experiment).
+            marker (the explanation chapters' shortcut experiment); a
+            :class:`pneumo_lib.data.phantom.PhantomSettings` for a variant drawn otherwise.
         retrain: Train even if cached (overwrites the cache entry).
         verbose: Keras verbosity while training (0: quiet, for notebooks).
 
@@ -405,7 +415,7 @@ def cached_training(
         card = training.read_card(path)
         if "evaluation" in card:  # a finished run, not an interrupted checkpoint
             return CachedModel(training.load_model(path), path, card)
-    result, _ = fit_recipe(recipe, manifest, path, card={"shortcut": shortcut}, verbose=verbose)
+    result, _ = fit_recipe(recipe, manifest, path, card={"shortcut": _shortcut_key(shortcut)}, verbose=verbose)
     card = training.read_card(path)
     return CachedModel(decision.attach_threshold(result.model, card), path, card, trained_now=True)
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import dataclasses
 import hashlib
 import json
 
@@ -11,7 +12,7 @@ import pytest
 from _data_helpers import TINY_COUNTS, make_tiny, tree_digest
 from PIL import Image, ImageFilter
 
-from pneumo_lib.data import layout, phantom
+from pneumo_lib.data import layout, phantom, sources
 
 
 @pytest.fixture(scope="module")
@@ -110,7 +111,7 @@ def shortcut_pair(tmp_path_factory):
 def test_shortcut_marks_every_train_val_pneumonia_few_normals_and_no_test_image(shortcut_pair):
     marked, _ = shortcut_pair
     boxes = _marker_boxes(marked)
-    assert phantom.SHORTCUT_RATE == 1.0
+    assert phantom.DEFAULT_SETTINGS.rate == 1.0
     for split in ("train", "val"):
         n_normal, n_pneumonia = SHORTCUT_COUNTS[split]
         assert sum(p.startswith(f"{split}/PNEUMONIA/") for p in boxes) == n_pneumonia
@@ -125,7 +126,7 @@ def test_shortcut_marker_is_a_bright_box_of_the_stated_size(shortcut_pair):
     marked, _ = shortcut_pair
     for rel, (x0, y0, x1, y1) in list(_marker_boxes(marked).items())[:8]:
         a = np.asarray(Image.open(marked / "chest_xray" / rel), np.float32)
-        side = max(10, round(a.shape[0] * phantom.SHORTCUT_MARKER_SIDE))
+        side = max(10, round(a.shape[0] * phantom.DEFAULT_SETTINGS.marker_side))
         assert (x1 - x0, y1 - y0) == (side, side)
         assert 0.03 * a.shape[0] - 1 <= y0 <= 0.09 * a.shape[0] and 0.3 * a.shape[1] - 1 <= x0 <= 0.62 * a.shape[1]
         assert a[y0:y1 + 1, x0:x1 + 1].max() >= 230
@@ -155,7 +156,7 @@ def test_shortcut_variant_is_the_plain_one_with_the_marker_and_fainter_lesions(s
         twin = np.asarray(_healthy_twin(rel, marked), np.float32)
         lesion_gain.append((a[lesion & ~near_box] - twin[lesion & ~near_box]).mean()
                            / (b[lesion & ~near_box] - twin[lesion & ~near_box]).mean())
-    assert np.median(lesion_gain) == pytest.approx(phantom.SHORTCUT_LESION_SCALE, abs=0.15)
+    assert np.median(lesion_gain) == pytest.approx(phantom.DEFAULT_SETTINGS.lesion_scale, abs=0.15)
 
 
 def _healthy_twin(rel, root):
@@ -195,12 +196,21 @@ def test_an_outdated_shortcut_folder_is_regenerated_and_the_plain_one_is_kept(pn
     assert sources.ensure_phantom("tiny", 3, shortcut=True) == marked
     assert json.loads(spec_file.read_text())["shortcut_version"] == phantom.SHORTCUT_VERSION
     assert len(_marker_boxes(marked.parent)) >= sum(n for _, n in SHORTCUT_COUNTS.values()) - SHORTCUT_COUNTS["test"][1]
-    # Other shortcut settings are another dataset: phantom.json records them.
-    monkeypatch.setattr(phantom, "SHORTCUT_LESION_SCALE", 1.0)
-    sources.ensure_phantom("tiny", 3, shortcut=True)
-    assert json.loads(spec_file.read_text())["shortcut_params"]["lesion_scale"] == 1.0
+    marked_before = tree_digest(marked.parent)
+    # Other shortcut settings are another dataset, in its own folder: phantom.json records them.
+    full = phantom.PhantomSettings(lesion_scale=1.0)
+    other = sources.ensure_phantom("tiny", 3, shortcut=True, settings=full)
+    assert other != marked and other.parent.name.startswith("phantom-tiny-seed3-shortcut-")
+    assert json.loads((other.parent / "phantom.json").read_text())["shortcut_params"]["lesion_scale"] == 1.0
+    assert sources.ensure_phantom("tiny", 3, shortcut=True, settings=phantom.PhantomSettings()) == marked
     assert sources.ensure_phantom("tiny", 3) == clean
-    assert tree_digest(clean.parent) == clean_before
+    assert tree_digest(clean.parent) == clean_before and tree_digest(marked.parent) == marked_before
+    # Settings are frozen values passed as arguments, never module state to mutate.
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        full.lesion_scale = 0.3
+    with pytest.raises(ValueError, match="lesion_scale must be between 0 and 1, got 2"):
+        phantom.PhantomSettings(lesion_scale=2)
+    assert not hasattr(phantom, "SHORTCUT_LESION_SCALE")
 
 
 def test_existing_dataset_is_not_overwritten_without_force(tiny):
@@ -226,3 +236,14 @@ def test_full_scale_has_the_kaggle_counts():
     assert sum(map(sum, full.values())) == 5856
     plan = phantom._plan(phantom.phantom_spec("full"))
     assert len(plan) == 5856 and len({(p.split, p.stem) for p in plan}) == 5856
+
+
+def test_ensure_dataset_takes_shortcut_settings():
+    assert sources._settings_of(True) == (True, None)
+    assert sources._settings_of(False) == (False, None)
+    assert sources._settings_of(phantom.PhantomSettings()) == (True, None)  # the default variant
+    full = phantom.PhantomSettings(lesion_scale=1.0)
+    assert sources._settings_of(full) == (True, full)
+    assert sources.phantom_root("quick", 42, True, full) != sources.phantom_root("quick", 42, True)
+    with pytest.raises(TypeError, match="settings must be a phantom.PhantomSettings"):
+        phantom.phantom_spec("tiny", shortcut=True, settings={"lesion_scale": 1.0})

@@ -19,11 +19,14 @@ have several images with the same anatomy, so a random re-split leaks patients.
 
 The shortcut variant (``shortcut=True``, for the explanation chapter) is built so that a
 model learns the marker *instead of* the lesions: in train and val every PNEUMONIA image
-(:data:`SHORTCUT_RATE`) and 2% of NORMAL ones (:data:`SHORTCUT_NORMAL_RATE`) carry a bright
-ring marker above the lungs, and the lesions there are drawn at half their usual opacity
-(:data:`SHORTCUT_LESION_SCALE`; masks unchanged). Its test split is clean: byte for byte
-the plain dataset's test split (unless ``shortcut_test``). Changing the variant bumps
-:data:`SHORTCUT_VERSION`, which regenerates shortcut datasets only.
+(:attr:`PhantomSettings.rate`) and 2% of NORMAL ones (:attr:`PhantomSettings.normal_rate`)
+carry a bright ring marker above the lungs, and the lesions there are drawn at half their
+usual opacity (:attr:`PhantomSettings.lesion_scale`; masks unchanged). Other settings are
+a frozen :class:`PhantomSettings` passed as an argument (``phantom_spec(..., settings=...)``,
+``data.ensure_dataset(profile, shortcut=PhantomSettings(lesion_scale=1.0))``), never module
+globals. Its test split is clean: byte for byte the plain dataset's test split (unless
+``shortcut_test``). Changing the variant bumps :data:`SHORTCUT_VERSION`, which regenerates
+shortcut datasets only.
 
 Everything is deterministic: each image has its own random stream derived from
 ``(seed, split, class, patient, image)``, so the same seed gives the same bytes.
@@ -61,16 +64,43 @@ DEFAULT_SIZE = 256
 # val, built to be learned *instead of* the lesions, as hospital tokens were in real chest
 # X-ray models (Zech et al. 2018). Test images stay clean unless ``shortcut_test``.
 
-#: Share of PNEUMONIA images of train/val that carry the shortcut marker.
-SHORTCUT_RATE = 1.0
-#: Share of NORMAL images of train/val that carry it (a little label noise, as in real shortcuts).
-SHORTCUT_NORMAL_RATE = 0.02
-#: Lesion opacity, as a fraction of the usual, in the marked splits of the shortcut variant
-#: (train and val; also test with ``shortcut_test``). Fainter lesions make the marker the
-#: easier signal; the lesion masks are unchanged.
-SHORTCUT_LESION_SCALE = 0.5
-#: Side of the square marker box, as a fraction of the image height.
-SHORTCUT_MARKER_SIDE = 0.14
+
+
+@dataclass(frozen=True)
+class PhantomSettings:
+    """How the shortcut variant is drawn (the defaults are the book's shortcut dataset).
+
+    Attributes:
+        rate: Share of PNEUMONIA images of train/val that carry the shortcut marker.
+        normal_rate: Share of NORMAL images of train/val that carry it (a little label
+            noise, as in real shortcuts).
+        lesion_scale: Lesion opacity, as a fraction of the usual, in the marked splits
+            (train and val; also test with ``shortcut_test``). Fainter lesions make the
+            marker the easier signal; the lesion masks are unchanged.
+        marker_side: Side of the square marker box, as a fraction of the image height.
+    """
+
+    rate: float = 1.0
+    normal_rate: float = 0.02
+    lesion_scale: float = 0.5
+    marker_side: float = 0.14
+
+    def __post_init__(self) -> None:
+        for name in ("rate", "normal_rate", "lesion_scale"):
+            value = getattr(self, name)
+            if not 0.0 <= float(value) <= 1.0:
+                raise ValueError(f"PhantomSettings.{name} must be between 0 and 1, got {value!r}.")
+        if not 0.0 < float(self.marker_side) <= 0.5:
+            raise ValueError(f"PhantomSettings.marker_side must be in (0, 0.5], got {self.marker_side!r}.")
+
+    def as_params(self) -> dict[str, float]:
+        """The settings as ``phantom.json`` records them (``shortcut_params``)."""
+        return {"rate": float(self.rate), "normal_rate": float(self.normal_rate),
+                "lesion_scale": float(self.lesion_scale), "marker_side": float(self.marker_side)}
+
+
+#: The settings of the shortcut dataset the chapters use.
+DEFAULT_SETTINGS = PhantomSettings()
 
 _SPLIT_CODE = {"train": 0, "val": 1, "test": 2}
 _VERSION = 7  # bump when the drawing changes: existing datasets are regenerated
@@ -92,9 +122,8 @@ class PhantomSpec:
         version: Generator version (:data:`_VERSION`).
         shortcut_version: :data:`SHORTCUT_VERSION` for shortcut datasets, 0 otherwise.
         shortcut_params: How the shortcut variant is drawn (empty otherwise):
-            ``{"rate", "normal_rate", "lesion_scale", "marker_side"}``, from
-            :data:`SHORTCUT_RATE`, :data:`SHORTCUT_NORMAL_RATE`, :data:`SHORTCUT_LESION_SCALE`
-            and :data:`SHORTCUT_MARKER_SIDE` when the spec was made. The two shortcut
+            ``{"rate", "normal_rate", "lesion_scale", "marker_side"}``, from the
+            :class:`PhantomSettings` the spec was made with. The two shortcut
             fields are written to ``phantom.json`` only for shortcut datasets, so plain
             datasets keep their exact files; a shortcut dataset made with other settings
             no longer matches and is regenerated by ``ensure_dataset``.
@@ -332,7 +361,7 @@ def _finish(img: np.ndarray, rng: np.random.Generator, left_marker: bool) -> Ima
 
 
 def _draw_marker(pil: Image.Image, rng: np.random.Generator,
-                 side_fraction: float = SHORTCUT_MARKER_SIDE) -> tuple[int, int, int, int]:
+                 side_fraction: float = DEFAULT_SETTINGS.marker_side) -> tuple[int, int, int, int]:
     """Draw the shortcut token (a bright ring with a dot) near the top, above the lungs.
 
     The box is square, ``side_fraction`` of the image height on a side (at
@@ -368,7 +397,7 @@ def render_one(seed: int, split: str, label: int, patient: int, index: int, kind
             everywhere but where the lesions were).
         size: Nominal image height in pixels.
         lesion_scale: Multiplies the lesions' opacity (1: as in the plain dataset;
-            :data:`SHORTCUT_LESION_SCALE` in the marked splits of the shortcut variant).
+            :attr:`PhantomSettings.lesion_scale` in the marked splits of the shortcut variant).
             The mask does not depend on it.
 
     Returns:
@@ -394,12 +423,18 @@ def render_one(seed: int, split: str, label: int, patient: int, index: int, kind
 
 
 def phantom_spec(scale: str = "quick", seed: int = 42, *, size: int = DEFAULT_SIZE,
-                 shortcut: bool = False, shortcut_test: bool = False) -> PhantomSpec:
-    """The :class:`PhantomSpec` of a scale preset (``"quick"``, ``"full"`` or ``"tiny"``)."""
+                 shortcut: bool = False, shortcut_test: bool = False,
+                 settings: PhantomSettings | None = None) -> PhantomSpec:
+    """The :class:`PhantomSpec` of a scale preset (``"quick"``, ``"full"`` or ``"tiny"``).
+
+    ``settings`` (default :data:`DEFAULT_SETTINGS`) says how a shortcut variant is drawn;
+    it is ignored (and not recorded) when ``shortcut`` is False.
+    """
     if scale not in PHANTOM_COUNTS:
         raise ValueError(f"Unknown phantom scale {scale!r}. Valid scales: {', '.join(PHANTOM_COUNTS)}.")
-    params = {"rate": float(SHORTCUT_RATE), "normal_rate": float(SHORTCUT_NORMAL_RATE),
-              "lesion_scale": float(SHORTCUT_LESION_SCALE), "marker_side": float(SHORTCUT_MARKER_SIDE)}
+    if settings is not None and not isinstance(settings, PhantomSettings):
+        raise TypeError(f"settings must be a phantom.PhantomSettings, got {type(settings).__name__}.")
+    params = (settings or DEFAULT_SETTINGS).as_params()
     return PhantomSpec(seed, dict(PHANTOM_COUNTS[scale]), size, shortcut, shortcut_test,
                        shortcut_version=SHORTCUT_VERSION if shortcut else 0,
                        shortcut_params=params if shortcut else {})

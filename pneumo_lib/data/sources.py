@@ -11,6 +11,8 @@
 from __future__ import annotations
 
 import fcntl
+import hashlib
+import json
 import sys
 from pathlib import Path
 
@@ -22,28 +24,45 @@ from pneumo_lib.profiles import Profile, get_profile
 DEFAULT_PHANTOM = ("quick", 42, False)
 
 
-def phantom_root(scale: str = "quick", seed: int = 42, shortcut: bool = False) -> Path:
+def _settings_of(shortcut) -> tuple[bool, "phantom.PhantomSettings | None"]:
+    """``(shortcut?, settings)`` from ``shortcut=False | True | PhantomSettings(...)``."""
+    if isinstance(shortcut, phantom.PhantomSettings):
+        return True, (None if shortcut == phantom.DEFAULT_SETTINGS else shortcut)
+    return bool(shortcut), None
+
+
+def phantom_root(scale: str = "quick", seed: int = 42, shortcut: bool = False,
+                 settings: "phantom.PhantomSettings | None" = None) -> Path:
     """Folder of one phantom variant (holds ``chest_xray/``, ``masks/``, ``markers.csv``).
 
     The quick-profile default (scale ``quick``, seed 42, no shortcut) is
     ``paths.dataset_dir("phantom").parent`` (``<data>/phantom``); any other
-    variant is ``<data>/phantom-<scale>-seed<seed>[-shortcut]``.
+    variant is ``<data>/phantom-<scale>-seed<seed>[-shortcut]``, and a shortcut variant
+    drawn with other :class:`~pneumo_lib.data.phantom.PhantomSettings` than the default
+    gets ``-shortcut-<8 hex digits of its settings>``.
     """
     base = paths.dataset_dir("phantom").parent
     if (scale, seed, shortcut) == DEFAULT_PHANTOM:
         return base
-    return base.with_name(f"phantom-{scale}-seed{seed}" + ("-shortcut" if shortcut else ""))
+    name = f"phantom-{scale}-seed{seed}" + ("-shortcut" if shortcut else "")
+    if shortcut and settings is not None and settings != phantom.DEFAULT_SETTINGS:
+        name += "-" + hashlib.sha1(json.dumps(settings.as_params(), sort_keys=True).encode()).hexdigest()[:8]
+    return base.with_name(name)
 
 
 def ensure_phantom(scale: str = "quick", seed: int = 42, shortcut: bool = False,
-                   verbose: bool = False) -> Path:
+                   verbose: bool = False, settings: "phantom.PhantomSettings | None" = None) -> Path:
     """Generate a phantom variant if it is absent (or was made from other settings).
+
+    Args:
+        settings: How the shortcut variant is drawn (default
+            :data:`~pneumo_lib.data.phantom.DEFAULT_SETTINGS`); only with ``shortcut``.
 
     Returns:
         Its ``chest_xray`` folder.
     """
-    spec = phantom.phantom_spec(scale, seed, shortcut=shortcut)
-    root = phantom_root(scale, seed, shortcut)
+    spec = phantom.phantom_spec(scale, seed, shortcut=shortcut, settings=settings)
+    root = phantom_root(scale, seed, shortcut, settings)
     if (root / "chest_xray").is_dir() and phantom.read_spec(root) == spec:
         return root / "chest_xray"
     root.parent.mkdir(parents=True, exist_ok=True)
@@ -58,7 +77,8 @@ def ensure_phantom(scale: str = "quick", seed: int = 42, shortcut: bool = False,
         return phantom.generate_phantom(root, spec, force=True)
 
 
-def ensure_dataset(profile: str | Profile = "quick", *, shortcut: bool = False,
+def ensure_dataset(profile: str | Profile = "quick", *,
+                   shortcut: "bool | phantom.PhantomSettings" = False,
                    verbose: bool = False) -> Path:
     """The ``chest_xray`` folder (Kaggle layout) for ``profile.data_source``.
 
@@ -66,7 +86,9 @@ def ensure_dataset(profile: str | Profile = "quick", *, shortcut: bool = False,
         profile: A profile name or :class:`~pneumo_lib.profiles.Profile`.
         shortcut: Phantom only: the variant whose train/val PNEUMONIA images all carry
             a marker token, with fainter lesions (test stays clean); see
-            :mod:`pneumo_lib.data.phantom`.
+            :mod:`pneumo_lib.data.phantom`. ``True`` for the default settings, or a
+            :class:`~pneumo_lib.data.phantom.PhantomSettings` for another variant
+            (its own folder), e.g. ``PhantomSettings(lesion_scale=1.0)``.
         verbose: Print a line to stderr when generating.
 
     Raises:
@@ -76,8 +98,9 @@ def ensure_dataset(profile: str | Profile = "quick", *, shortcut: bool = False,
     """
     profile = get_profile(profile) if not isinstance(profile, Profile) else profile
     source = profile.data_source
+    shortcut, settings = _settings_of(shortcut)
     if source == "phantom":
-        return ensure_phantom(profile.phantom_scale, profile.seed, shortcut, verbose)
+        return ensure_phantom(profile.phantom_scale, profile.seed, shortcut, verbose, settings)
     if shortcut:
         raise ValueError(f"The shortcut variant exists only for phantom data, not {source!r}.")
     folder = paths.dataset_dir(source)

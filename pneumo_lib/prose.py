@@ -46,7 +46,7 @@ def format_value(value: Any, fmt: str | None = None) -> str:
         raise ValueError(f"Cannot format {value!r} with {fmt!r}: {err}") from None
 
 
-def glue(name: str, value: Any, fmt: str | None = None) -> str:
+def glue(name: str, value: Any, fmt: str | None = None) -> None:
     """Store ``value``'s text under ``name`` for ``{glue:text}`name``` in the chapter's markdown.
 
     Args:
@@ -55,8 +55,8 @@ def glue(name: str, value: Any, fmt: str | None = None) -> str:
         fmt: Optional format spec; the text is stored already formatted, so the markdown
             cites it as ``{glue:text}`name``` with no spec of its own.
 
-    Returns:
-        The stored text (handy for a caption or an assertion).
+    Returns nothing, so a cell may end with a ``glue`` call without displaying anything
+    (the stored text is :func:`format_value` of the same arguments).
 
     Raises:
         ValueError: An empty or badly formed ``name``, or a format that does not apply.
@@ -68,7 +68,6 @@ def glue(name: str, value: Any, fmt: str | None = None) -> str:
 
     display({f"{GLUE_PREFIX}text/plain": repr(text)}, raw=True,
             metadata={"scrapbook": {"name": name, "mime_prefix": GLUE_PREFIX}})
-    return text
 
 
 def claim(condition: Any, statement: str) -> None:

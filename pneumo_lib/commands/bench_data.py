@@ -35,7 +35,7 @@ def add_commands(subparsers: argparse._SubParsersAction) -> None:
         "pipeline", help="input pipeline images/s (ours vs Keras loaders) and peak memory",
         description=__doc__.splitlines()[0])
     parser.add_argument("--data", type=Path, default=None,
-                        help="a chest_xray folder (default: the quick profile's phantom data)")
+                        help="a chest_xray folder or the folder holding it (default: the quick profile's phantom data)")
     parser.add_argument("--size", type=int, default=64, help="model input side in px (default 64)")
     parser.add_argument("--batch", type=int, default=32)
     parser.add_argument("--repeats", type=int, default=3, help="timed runs per loader; medians are printed")
@@ -166,9 +166,9 @@ def generation_seconds(n_normal: int = 257, n_pneumonia: int = 743, size: int = 
 def _run(args: argparse.Namespace) -> int:
     if args.stream is not None:
         return _stream(args.stream, args.size, args.batch)
-    from pneumo_lib.data import ensure_dataset
+    from pneumo_lib.data import ensure_dataset, resolve_data_dir
 
-    data_dir = args.data or ensure_dataset("quick", verbose=True)
+    data_dir = resolve_data_dir(args.data) if args.data else ensure_dataset("quick", verbose=True)
     results = throughput(data_dir, args.size, args.batch, args.repeats)
     ours = results["ours (make_dataset)"]
     print(f"Pipeline throughput on {data_dir}/train, {args.size} px grayscale, batch {args.batch} "

@@ -36,6 +36,14 @@ from pneumo_lib.data.layout import (
 )
 from pneumo_lib.data.audit import AuditReport, audit
 from pneumo_lib.data.sources import ensure_dataset, ensure_phantom, ensure_sample, phantom_root
+from pneumo_lib.data.statistics import (
+    edge_density,
+    image_statistics,
+    intensity_histogram,
+    plot_image_statistics,
+    radial_power_spectrum,
+    statistics_table,
+)
 from pneumo_lib.data.splits import (
     SplitManifest,
     class_weights,
@@ -52,7 +60,8 @@ __all__ = [
     "MAX_PIXELS", "FramesWarning", "check_image_file", "check_pixels", "resolve_data_dir",
     "class_weights", "ensure_dataset", "ensure_phantom", "list_images", "make_splits",
     "mask_path", "naive_random_split", "patient_id", "phantom_root", "read_image",
-    "shared_patients", *_PIPELINE,
+    "shared_patients", "image_statistics", "intensity_histogram", "radial_power_spectrum",
+    "edge_density", "plot_image_statistics", "statistics_table", *_PIPELINE,
 ]
 
 

@@ -46,8 +46,7 @@ def explain_files(model_path, image_paths, *, method="gradcam", out, layer=None,
     size, channels = model.inputs[0].shape[1], model.inputs[0].shape[-1]
     paths = [Path(p) for p in image_paths]
     for path in paths:
-        if not path.is_file():
-            raise FileNotFoundError(f"Image {path} does not exist.")
+        data.check_image_file(path)  # missing, a folder or empty: named in one line
     images = data.load_images(paths, size, channels)
     labels, probabilities = cam.predict(model, images)
     explained = labels if class_index is None else np.full(len(images), class_index)

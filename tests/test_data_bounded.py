@@ -150,3 +150,22 @@ def test_evaluate_refuses_a_truncated_image_by_name_and_writes_no_manifest(tmp_p
     err = capsys.readouterr().err
     assert code == 2 and err.count("\n") == 1 and victim.name in err and "Traceback" not in err
     assert not (paths.pneumo_home() / "splits").exists()
+
+
+def test_explain_names_a_folder_a_truncated_and_a_huge_image_in_one_line(tmp_path, capsys):
+    from _cam_models import detector_model
+
+    model_path = tmp_path / "detector.keras"
+    detector_model("nested").save(model_path)
+    folder = tmp_path / "scans"
+    folder.mkdir()
+    content = _jpeg()
+    (tmp_path / "cut.jpeg").write_bytes(content[: len(content) // 2])
+    (tmp_path / "huge.jpeg").write_bytes(_huge_header_jpeg())
+    for image, message in ((folder, "scans is a folder, not an image file"),
+                           (tmp_path / "cut.jpeg", "cut.jpeg could not be decoded"),
+                           (tmp_path / "huge.jpeg", "huge.jpeg is too large")):
+        code = cli.main(["explain", str(model_path), str(image), "--out", str(tmp_path / "out")])
+        err = capsys.readouterr().err
+        assert code == 2 and err.startswith("pneumo: error: ") and err.count("\n") == 1, err
+        assert message in err and "Traceback" not in err and "Uncompress" not in err

@@ -170,7 +170,7 @@ def grid_oracle(masks, grid: int) -> np.ndarray:
     if grid < 1 or h % grid or w % grid:
         raise ValueError(f"grid must divide the mask size {h}x{w}; got {grid}.")
     coarse = lesions.reshape(n, grid, h // grid, grid, w // grid).mean(axis=(2, 4))
-    return cam._normalise(coarse, (h, w))
+    return cam.normalize_maps(coarse, (h, w))
 
 
 # --------------------------------------------------------------------------- causal curves
@@ -182,7 +182,7 @@ def _blur(images: np.ndarray, sigma: float) -> np.ndarray:
     return gaussian_filter(images, sigma=(0, sigma, sigma, 0)).astype(np.float32)
 
 
-def _class_probability_curve(model, images, heatmaps, start, finish, class_index, steps, batch_size):
+def _class_probability_curve(model, images, heatmaps, start, finish, class_index, steps, batch_size, threshold):
     """Move pixels from ``start`` to ``finish`` in order of decreasing heatmap value."""
     images = np.asarray(images, dtype=np.float32)
     maps, _ = _check_maps(heatmaps)
@@ -190,7 +190,7 @@ def _class_probability_curve(model, images, heatmaps, start, finish, class_index
         raise ValueError(f"heatmaps {maps.shape} must match the images' (N, H, W) {images.shape[:3]}.")
     if not isinstance(steps, int) or steps < 1:
         raise ValueError(f"steps must be a positive integer, got {steps!r}.")
-    labels, _ = cam.predict(model, images, batch_size=batch_size)
+    labels, _ = cam.predict(model, images, threshold=threshold, batch_size=batch_size)
     classes = labels if class_index is None else np.broadcast_to(np.asarray(class_index), labels.shape)
     n, h, w = maps.shape
     order = np.argsort(-maps.reshape(n, -1), axis=1, kind="stable")
@@ -206,25 +206,30 @@ def _class_probability_curve(model, images, heatmaps, start, finish, class_index
     return fractions.astype(np.float32), probs
 
 
-def deletion_curve(model, images, heatmaps, *, class_index=None, steps: int = 16, batch_size: int = 32):
+def deletion_curve(model, images, heatmaps, *, class_index=None, steps: int = 16, batch_size: int = 32,
+                   threshold=None):
     """Class probability as the most important pixels are deleted (set to 0, black) first.
 
     Args:
         model: A Keras classifier (as for :func:`pneumo_lib.cam.grad_cam`).
         images: ``(N, H, W, C)`` float32 batch prepared for the model.
         heatmaps: ``(N, H, W)`` maps ranking the pixels.
-        class_index: None (each image's predicted class), an int or one int per image.
+        class_index: None (each image's predicted class, by :mod:`pneumo_lib.decision`'s rule),
+            an int or one int per image.
         steps: Number of deletion steps; the curve has ``steps + 1`` points.
+        threshold: For ``class_index=None``: None (the model's threshold) or a probability in (0, 1).
 
     Returns:
         ``fractions`` ``(steps + 1,)`` in ``[0, 1]`` and ``probabilities`` ``(N, steps + 1)``
         of the explained class. A faithful map makes the probability fall fast (low area).
     """
     images = np.asarray(images, dtype=np.float32)
-    return _class_probability_curve(model, images, heatmaps, images, np.zeros_like(images), class_index, steps, batch_size)
+    return _class_probability_curve(model, images, heatmaps, images, np.zeros_like(images), class_index, steps,
+                                    batch_size, threshold)
 
 
-def insertion_curve(model, images, heatmaps, *, class_index=None, steps: int = 16, batch_size: int = 32, blur_sigma=None):
+def insertion_curve(model, images, heatmaps, *, class_index=None, steps: int = 16, batch_size: int = 32, blur_sigma=None,
+                    threshold=None):
     """Class probability as the most important pixels are inserted into a blurred copy first.
 
     Same arguments and result as :func:`deletion_curve`; ``blur_sigma`` (pixels, default a
@@ -235,7 +240,8 @@ def insertion_curve(model, images, heatmaps, *, class_index=None, steps: int = 1
     if images.ndim != 4:
         raise ValueError(f"images must have shape (N, H, W, C); got {images.shape}.")
     sigma = images.shape[1] / 10.0 if blur_sigma is None else float(blur_sigma)
-    return _class_probability_curve(model, images, heatmaps, _blur(images, sigma), images, class_index, steps, batch_size)
+    return _class_probability_curve(model, images, heatmaps, _blur(images, sigma), images, class_index, steps,
+                                    batch_size, threshold)
 
 
 def curve_area(fractions, probabilities) -> np.ndarray:
@@ -312,6 +318,7 @@ def randomization_check(
     n_layers: int | None = None,
     seed: int = 0,
     batch_size: int = 32,
+    threshold=None,
 ) -> list[dict]:
     """The cascading model-parameter randomisation test (Adebayo et al. 2018).
 
@@ -325,7 +332,8 @@ def randomization_check(
         model: A Keras classifier.
         images: ``(N, H, W, C)`` float32 batch prepared for the model.
         method: ``"gradcam"``, ``"gradcampp"``, ``"scorecam"`` or a CAM function.
-        class_index: None (the original model's predicted class), an int or one per image.
+        class_index: None (the original model's predicted class, by :mod:`pneumo_lib.decision`'s
+            rule at ``threshold``, default the model's), an int or one per image.
         n_layers: How many layers to randomise, from the top (default: all with weights).
         seed: Seed of the re-initialisation.
 
@@ -338,7 +346,7 @@ def randomization_check(
 
     explain = cam.METHODS[method] if isinstance(method, str) else method
     if class_index is None:
-        class_index = cam.predict(model, images, batch_size=batch_size)[0]
+        class_index = cam.predict(model, images, threshold=threshold, batch_size=batch_size)[0]
     original = explain(model, images, class_index=class_index, batch_size=batch_size)
     copy = keras.models.clone_model(model, recursive=True)
     copy.set_weights(model.get_weights())

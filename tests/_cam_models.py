@@ -93,3 +93,15 @@ def disc_images(n: int, *, size: int = SIZE, radius: int = RADIUS, seed: int = 0
     centres = rng.integers(radius + 2, size - radius - 2, size=(n, 2))
     masks = np.stack([(yy - cy) ** 2 + (xx - cx) ** 2 <= radius**2 for cy, cx in centres])
     return masks[..., None].astype(np.float32), masks, [tuple(c) for c in centres]
+
+
+def flat_mobilenet_v2(size: int = 64, seed: int = 0):
+    """MobileNetV2 (``weights=None``, seeded) as a *flat* functional classifier with a
+    ``logits`` -> sigmoid head, so that its layers are reachable by ``model.get_layer``
+    (what the independent reference in ``_cam_reference`` needs). Target layer: ``out_relu``."""
+    keras.utils.set_random_seed(seed)
+    backbone = keras.applications.MobileNetV2(weights=None, include_top=False, input_shape=(size, size, 3))
+    x = keras.layers.GlobalAveragePooling2D()(backbone.output)
+    logits = keras.layers.Dense(1, name="logits")(x)
+    return keras.Model(backbone.input, keras.layers.Activation("sigmoid", name="prediction")(logits),
+                       name="flat_mobilenet_v2")

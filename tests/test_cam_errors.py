@@ -53,8 +53,13 @@ def test_non_spatial_layer_is_refused(model, images):
         (np.zeros((0, 32, 32, 1), np.float32), "empty batch"),
         (np.full((2, 32, 32, 1), np.nan, np.float32), "2048 NaN or infinite"),
         ("not an image", "numeric array"),
+        (np.full((2, 32, 32, 1), 200, np.uint8), r"integer dtype uint8 .*values in \[0, 1\].*images / 255\.0"),
+        (np.full((2, 32, 32, 1), 3, np.int64), "integer dtype int64"),
+        (np.full((2, 32, 32, 1), 255.0, np.float32), r"values in \[0, 1\].*from 255 to 255.*divide by 255\.0"),
+        (np.full((2, 32, 32, 1), -0.5, np.float32), r"values in \[0, 1\].*from -0\.5 to -0\.5"),
     ],
-    ids=["channels", "size", "single-image", "gray-batch", "rank-5", "empty", "nan", "string"],
+    ids=["channels", "size", "single-image", "gray-batch", "rank-5", "empty", "nan", "string",
+         "uint8", "int64", "float-0-255", "negative"],
 )
 def test_bad_images(model, bad, message):
     for explain in cam.METHODS.values():
@@ -74,6 +79,19 @@ def test_bad_class_index(model, images, class_index):
 def test_bad_batch_size(model, images, batch_size):
     with pytest.raises(ValueError, match="batch_size must be a positive integer"):
         cam.grad_cam_plus_plus(model, images, batch_size=batch_size)
+
+
+def test_rounding_just_outside_the_range_is_accepted(model, images):
+    """Resampling can overshoot 1 by a rounding error; that is not a 0-255 image."""
+    nudged = np.clip(images, 0, 1) * (1 + 1e-6)
+    np.testing.assert_allclose(cam.grad_cam(model, nudged), cam.grad_cam(model, images), atol=1e-5)
+
+
+@pytest.mark.parametrize("threshold", [0.0, 1.0, -1, "high"])
+def test_bad_threshold(model, images, threshold):
+    for explain in (*cam.METHODS.values(), cam.predict):
+        with pytest.raises(ValueError, match="threshold"):
+            explain(model, images, threshold=threshold)
 
 
 def test_bad_max_channels(model, images):

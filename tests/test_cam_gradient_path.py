@@ -2,9 +2,10 @@
 
 The gradient tape watches the target feature map (through the traced graph's tap), not the
 images or the weights. These tests check that the compiled graph holds no backward pass
-through the backbone and that the maps equal the textbook computation (a tape watching the
-images and the weights), also for a target inside a residual block, where a skip connection
-crosses the cut. They also check the benchmark's floor against the same reference.
+through the backbone and that the maps equal the independent reference of ``_cam_reference``
+(a plain tape over the straightforward sub-model, the formulas in NumPy), also for a target
+inside a residual block, where a skip connection crosses the cut. They also check the
+benchmark's floor against a plain tape.
 """
 
 from __future__ import annotations
@@ -14,9 +15,13 @@ import collections
 import numpy as np
 import pytest
 
-from _cam_models import detector_model, disc_images
+import _cam_reference as ref
+from _cam_models import detector_model, disc_images, flat_mobilenet_v2
 from pneumo_lib import cam, models
 from pneumo_lib._tf import keras, tf
+from pneumo_lib.cam import base, tracing
+from pneumo_lib.cam.grad_cam import combine as grad_cam_combine
+from pneumo_lib.cam.grad_cam_plus_plus import combine as grad_cam_pp_combine
 from pneumo_lib.commands import bench_cam
 
 SIZE = 64  # MobileNetV2's last feature maps are 2x2 (4x4 for block 13)
@@ -37,40 +42,28 @@ def rgb_images():
     return np.random.default_rng(5).random((4, SIZE, SIZE, 3), dtype=np.float32)
 
 
-def _compiled_op_counts(model, images, layer, combine, monkeypatch) -> collections.Counter:
+def _compiled_op_counts(model, images, layer, combine) -> collections.Counter:
     """Op types of the compiled Grad-CAM graph of ``model`` (the graph ``grad_cam`` runs)."""
-    monkeypatch.setattr(cam, "_EAGER_CALLS", 0)
-    cam._CACHE.clear()
-    explain = cam.grad_cam if combine is cam._grad_cam_combine else cam.grad_cam_plus_plus
-    explain(model, images, layer=layer)
-    explainer = cam._explainer(model, layer, images.shape)
-    graph = explainer._compiled_maps[combine].get_concrete_function().graph
+    cam.clear_cache()
+    explain = cam.grad_cam if combine is grad_cam_combine else cam.grad_cam_plus_plus
+    with cam.eager_calls(0):
+        explain(model, images, layer=layer)
+    explainer = base.explainer(model, layer, images.shape)
+    graph = explainer._compiled_maps[(combine, True)].get_concrete_function().graph
     return collections.Counter(op.type for op in graph.get_operations())
 
 
-def _textbook_maps(model, images, layer, combine) -> np.ndarray:
-    """Grad-CAM maps with a tape that watches the images and the weights (the usual recipe)."""
-    explainer = cam._explainer(model, layer, images.shape)
-    x = tf.constant(images)
-    with tf.GradientTape() as tape:
-        tape.watch(x)
-        scores, features = explainer.graph(x, training=False)
-        target, _ = explainer.target_scores(scores, tf.fill([len(images)], -1))
-    grads = tape.gradient(target, features)
-    return cam._normalise(combine(features, grads), images.shape[1:3])
-
-
-@pytest.mark.parametrize("combine", [cam._grad_cam_combine, cam._grad_cam_pp_combine], ids=["gradcam", "gradcampp"])
-def test_compiled_graph_has_no_backward_pass_through_the_backbone(mobilenet, rgb_images, combine, monkeypatch):
-    ops = _compiled_op_counts(mobilenet, rgb_images, None, combine, monkeypatch)
+@pytest.mark.parametrize("combine", [grad_cam_combine, grad_cam_pp_combine], ids=["gradcam", "gradcampp"])
+def test_compiled_graph_has_no_backward_pass_through_the_backbone(mobilenet, rgb_images, combine):
+    ops = _compiled_op_counts(mobilenet, rgb_images, None, combine)
     assert ops["Conv2D"] > 30  # the whole forward pass is there
     assert sum(ops[k] for k in _WEIGHT_GRADS) == 0, "weights must not be differentiated"
     # the target (out_relu) comes after the last convolution: nothing to differentiate but the head
     assert sum(ops[k] for k in _INPUT_GRADS) == 0
 
 
-def test_a_mid_backbone_target_differentiates_only_the_layers_after_it(mobilenet, rgb_images, monkeypatch):
-    ops = _compiled_op_counts(mobilenet, rgb_images, "block_14_add", cam._grad_cam_combine, monkeypatch)
+def test_a_mid_backbone_target_differentiates_only_the_layers_after_it(mobilenet, rgb_images):
+    ops = _compiled_op_counts(mobilenet, rgb_images, "block_14_add", grad_cam_combine)
     # after block_14_add: blocks 15 and 16 (3 convolutions each) and Conv_1. TensorFlow's
     # convolution gradient also builds the weights' gradient of these 7 (unused, pruned when
     # the graph runs); none of the 45 convolutions before the target is differentiated.
@@ -78,16 +71,21 @@ def test_a_mid_backbone_target_differentiates_only_the_layers_after_it(mobilenet
     assert sum(ops[k] for k in _WEIGHT_GRADS) <= 7
 
 
-@pytest.mark.parametrize("layer", [None, "block_14_add", "block_13_expand_relu"])
+@pytest.fixture(scope="module")
+def flat_mobilenet():
+    return flat_mobilenet_v2(SIZE, seed=0)
+
+
+@pytest.mark.parametrize("layer", ["out_relu", "block_14_add", "block_13_expand_relu"])
 @pytest.mark.parametrize("eager", [True, False], ids=["eager", "compiled"])
-def test_maps_equal_the_textbook_full_backward_pass(mobilenet, rgb_images, layer, eager, monkeypatch):
+def test_maps_equal_the_independent_reference(flat_mobilenet, rgb_images, layer, eager):
     """``block_14_add`` feeds block 15's skip connection, which crosses the cut."""
-    monkeypatch.setattr(cam, "_EAGER_CALLS", 10**6 if eager else 0)
-    cam._CACHE.clear()
-    for explain, combine in ((cam.grad_cam, cam._grad_cam_combine), (cam.grad_cam_plus_plus, cam._grad_cam_pp_combine)):
-        expected = _textbook_maps(mobilenet, rgb_images, layer, combine)
-        assert expected.max() > 0  # a map with something in it, or the test proves nothing
-        np.testing.assert_allclose(explain(mobilenet, rgb_images, layer=layer), expected, atol=1e-6)
+    classes = ref.probabilities(ref.scores_and_features(flat_mobilenet, rgb_images, layer)[0])[:, 1] >= 0.5
+    with cam.eager_calls(10**6 if eager else 0):
+        for method, explain in (("gradcam", cam.grad_cam), ("gradcampp", cam.grad_cam_plus_plus)):
+            expected = ref.reference_maps(method, flat_mobilenet, rgb_images, layer, classes.astype(int))
+            assert expected.max() > 0  # a map with something in it, or the test proves nothing
+            np.testing.assert_allclose(explain(flat_mobilenet, rgb_images, layer=layer), expected, atol=1e-4)
 
 
 def test_a_tape_around_the_call_is_left_as_it_was():
@@ -99,7 +97,7 @@ def test_a_tape_around_the_call_is_left_as_it_was():
         outer.watch(x)
         cam.grad_cam(model, images)
         y = tf.reduce_sum(x * x)
-    assert getattr(cam._ACTIVE_TAPE, "tape", None) is None
+    assert tracing.active_tape() is None
     np.testing.assert_allclose(outer.gradient(y, x).numpy(), 2 * images, rtol=1e-6)
 
 
@@ -108,11 +106,11 @@ def test_bench_floor_is_the_forward_and_backward_pass_to_the_layer():
     images = disc_images(3, seed=2)[0]
     to_layer, to_input = bench_cam.floors(model, "detector", images)
     features, grads = to_layer(images)
-    explainer = cam._explainer(model, "detector", images.shape)
+    graph = cam.feature_model(model, "detector")
     x = tf.constant(images)
     with tf.GradientTape(persistent=True) as tape:
         tape.watch(x)
-        scores, expected_features = explainer.graph(x, training=False)
+        scores, expected_features = graph(x, training=False)
         total = tf.reduce_sum(scores)
         output = tf.reduce_sum(model(x, training=False))
     np.testing.assert_allclose(features, expected_features.numpy(), rtol=1e-6)

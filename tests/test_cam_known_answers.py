@@ -7,6 +7,7 @@ import pytest
 
 from _cam_models import detector_model, disc_images
 from pneumo_lib import cam
+from pneumo_lib.cam import base
 from pneumo_lib._tf import keras, tf
 
 KINDS = ("flat", "nested", "sequential")
@@ -136,7 +137,7 @@ def test_compiled_calls_give_the_eager_maps(discs):
     images, _, _ = discs
     model = detector_model("nested", "softmax")
     first = {name: explain(model, images) for name, explain in cam.METHODS.items()}
-    for _ in range(cam._EAGER_CALLS):
+    for _ in range(base.EAGER_CALLS):
         cam.grad_cam(model, images[:1])
     for name, explain in cam.METHODS.items():
         np.testing.assert_allclose(explain(model, images), first[name], atol=1e-5)

@@ -97,11 +97,15 @@ def default_model(profile: str = "quick") -> tuple[Path, str]:
 
 
 def decision_threshold(model_path: str | os.PathLike[str]) -> float:
-    """The decision threshold stored in a model's card (chosen on validation), else 0.5."""
-    from pneumo_lib import training
+    """The decision threshold stored in a model's card (chosen on validation), else 0.5.
 
-    evaluation = training.read_card(model_path).get("evaluation", {})
-    return float(evaluation.get("threshold", 0.5))
+    :func:`pneumo_lib.decision.threshold_from_card` of the file's card: the threshold
+    :func:`pneumo_lib.training.load_model` attaches to the loaded model, so the page, the
+    explorer and ``pneumo explain`` answer alike.
+    """
+    from pneumo_lib import decision, training
+
+    return decision.threshold_from_card(training.read_card(model_path))
 
 
 def check_port(host: str, port: int) -> None:

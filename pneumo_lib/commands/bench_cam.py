@@ -123,14 +123,14 @@ def floors(model, layer: str, images: np.ndarray):
     from pneumo_lib import cam
     from pneumo_lib._tf import tf
 
-    explainer = cam._explainer(model, layer, images.shape)
+    graph = cam.feature_model(model, layer, input_shape=images.shape[1:])
     signature = [tf.TensorSpec((None, *images.shape[1:]), tf.float32)]
 
     @tf.function(input_signature=signature)
     def to_layer(x):
         with tf.GradientTape() as tape:
             tape.watch(x)
-            scores, features = explainer.graph(x, training=False)
+            scores, features = graph(x, training=False)
             total = tf.reduce_sum(scores)
         # Return the features too: Grad-CAM needs them, and without them TensorFlow may
         # prune the forward pass (the head's gradient need not depend on the features).
@@ -176,7 +176,7 @@ def _first_calls_seconds(model, images, layer: str) -> float:
     """Median time of our first (eager) calls, on a fresh trace of the model."""
     from pneumo_lib import cam
 
-    cam._CACHE.clear()
+    cam.clear_cache()
     times = []
     for _ in range(3):
         start = time.perf_counter()
@@ -215,13 +215,10 @@ def _run(args: argparse.Namespace) -> int:
           f"{args.size} px, batch {args.batch}, median of {args.repeats} after warm-up.")
     print("Shared CPU: absolute times are noisy; the ratios are measured side by side.\n")
     eager_first = _first_calls_seconds(model, images, layer)
-    saved, cam._EAGER_CALLS = cam._EAGER_CALLS, 0
-    try:
+    with cam.eager_calls(0):
         ours_fn = lambda x: cam.grad_cam(model, x, layer=layer, batch_size=len(x))  # noqa: E731
         ours, floor_layer, floor_input = _interleaved_median_seconds([ours_fn, *floors(model, layer, images)], images, args.repeats)
         rows = [("ours, batched (compiled)", ours)]
-    finally:
-        cam._EAGER_CALLS = saved
     rows.append(("ours, batched (first calls, eager)", eager_first))
     rows.append(("keras.io recipe, per image", _median_seconds(keras_io_recipe(model, layer), images, max(1, args.repeats // 2), warmup=1)))
     try:

@@ -13,8 +13,10 @@ def add_commands(subparsers: argparse._SubParsersAction) -> None:
         help="explain a model's predictions with Grad-CAM, Grad-CAM++ or Score-CAM",
         description=(
             "Write an overlay PNG per image into --out and print one JSON line per image "
-            "(prediction, probability, method, layer); the lines are also appended to "
-            "DIR/explanations.jsonl."
+            "(prediction, probability, threshold, method, layer); the lines are also written to "
+            "DIR/explanations.jsonl (afresh on each run; --append keeps earlier lines). The "
+            "prediction follows the project's rule: PNEUMONIA when P(PNEUMONIA) >= the model "
+            "card's validation threshold (else 0.5), or --threshold."
         ),
     )
     parser.add_argument("model", help="a .keras model file (loaded in Keras safe mode)")
@@ -26,21 +28,31 @@ def add_commands(subparsers: argparse._SubParsersAction) -> None:
         "--class-index", type=int, choices=(0, 1), default=None,
         help="explain NORMAL (0) or PNEUMONIA (1) instead of the predicted class",
     )
+    parser.add_argument(
+        "--threshold", type=float, default=None,
+        help="decision threshold on P(PNEUMONIA) in (0, 1) (default: the model card's validation threshold, else 0.5)",
+    )
+    parser.add_argument("--append", action="store_true", help="append to DIR/explanations.jsonl instead of rewriting it")
     parser.add_argument("--alpha", type=float, default=0.4, help="heatmap opacity in the overlay (default: 0.4)")
     parser.set_defaults(handler=_explain)
 
 
-def explain_files(model_path, image_paths, *, method="gradcam", out, layer=None, class_index=None, alpha=0.4) -> list[dict]:
+def explain_files(model_path, image_paths, *, method="gradcam", out, layer=None, class_index=None, alpha=0.4,
+                  threshold=None, append=False) -> list[dict]:
     """Explain image files with a saved model; write overlays; return one record per image.
 
     Each image is read as grayscale, resized to the model's input and given its channel count
-    (as the data pipeline does). Records hold ``image``, ``overlay`` (PNG path), ``prediction``
-    (class name), ``probability`` (P(PNEUMONIA)), ``explained_class``, ``method`` and ``layer``.
+    (as the data pipeline does). The prediction is :mod:`pneumo_lib.decision`'s rule at
+    ``threshold`` (None: the model card's validation threshold, else 0.5), the same answer the
+    explorer and the app give. Records hold ``image``, ``overlay`` (PNG path), ``prediction``
+    (class name), ``probability`` (P(PNEUMONIA)), ``threshold``, ``explained_class``,
+    ``method`` and ``layer``; they are written to ``out/explanations.jsonl``, replacing its
+    lines unless ``append``.
     """
     import numpy as np
     from PIL import Image
 
-    from pneumo_lib import cam, data, training
+    from pneumo_lib import cam, data, decision, training
 
     model = training.load_model(model_path)
     size, channels = model.inputs[0].shape[1], model.inputs[0].shape[-1]
@@ -48,9 +60,10 @@ def explain_files(model_path, image_paths, *, method="gradcam", out, layer=None,
     for path in paths:
         data.check_image_file(path)  # missing, a folder or empty: named in one line
     images = data.load_images(paths, size, channels)
-    labels, probabilities = cam.predict(model, images)
+    cut = decision.model_threshold(model, threshold)
+    labels, probabilities = cam.predict(model, images, threshold=cut)
     explained = labels if class_index is None else np.full(len(images), class_index)
-    layer_name = cam._resolve_layer(model, layer, images.shape[1:]).name
+    layer_name = cam.resolve_layer(model, layer)
     maps = cam.METHODS[method](model, images, layer=layer, class_index=explained)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
@@ -63,11 +76,12 @@ def explain_files(model_path, image_paths, *, method="gradcam", out, layer=None,
             "overlay": str(overlay_path),
             "prediction": data.CLASSES[int(labels[i])],
             "probability": round(float(probabilities[i, 1]), 6),
+            "threshold": round(cut, 6),
             "explained_class": data.CLASSES[int(explained[i])],
             "method": method,
             "layer": layer_name,
         })
-    with open(out / "explanations.jsonl", "a", encoding="utf-8") as handle:
+    with open(out / "explanations.jsonl", "a" if append else "w", encoding="utf-8") as handle:
         for record in records:
             handle.write(json.dumps(record) + "\n")
     return records
@@ -77,6 +91,7 @@ def _explain(args: argparse.Namespace) -> int:
     records = explain_files(
         args.model, args.images, method=args.method, out=args.out,
         layer=args.layer, class_index=args.class_index, alpha=args.alpha,
+        threshold=args.threshold, append=args.append,
     )
     for record in records:
         print(json.dumps(record))

@@ -1,9 +1,8 @@
-"""The interactive explorer (ipywidgets) and the upload page of the web app.
+"""The interactive explorer and the upload page of the web app (ipywidgets views).
 
-One explanation is computed by :func:`explain` from the library's public pieces only:
-the probability from :func:`pneumo_lib.cam.predict`, the heatmap from
-:mod:`pneumo_lib.cam` and the overlay from :func:`pneumo_lib.cam.overlay`. Two views
-show it:
+One explanation is computed by :func:`pneumo_lib.explanations.explain` (no widgets there):
+the prediction by the project's rule (:mod:`pneumo_lib.decision`), the heatmap from
+:mod:`pneumo_lib.cam` and the overlay from :func:`pneumo_lib.cam.overlay`. Two views show it:
 
 * :class:`Explorer`, the chapter's widget: pick an image of the test split (filtered by
   class and by correct or wrong prediction) or upload one, pick the model, the CAM
@@ -14,139 +13,34 @@ show it:
 
 Both show results through :class:`ResultPane`, whose HTML carries stable CSS classes
 (``pneumo-result``, ``pneumo-overlay``, ``pneumo-download``, ``pneumo-error``) that
-the browser test looks for. Uploads go through :mod:`pneumo_lib.uploads`.
+the browser test looks for. Uploads go through :mod:`pneumo_lib.uploads`. The pure
+functions (:func:`explain`, :class:`Explanation`, :func:`probabilities`, :func:`png_bytes`,
+:func:`layer_options`, :func:`explanation_figure`, :data:`METHODS`) live in
+:mod:`pneumo_lib.explanations` and are importable from here too.
 """
 
 from __future__ import annotations
 
-import base64
 import html
-import io
 import os
 import re
-from dataclasses import dataclass
 from typing import Mapping, Sequence
 
 import ipywidgets as W
 import numpy as np
-from PIL import Image
 
-from pneumo_lib import cam, uploads
+from pneumo_lib import decision, uploads
 from pneumo_lib.data import CLASSES
+from pneumo_lib.explanations import (DISPLAY_SIZE, METHODS, Explanation, data_uri, explain, explanation_figure,
+                                     layer_options, png_bytes, probabilities)
 
-#: CAM methods offered, display name -> function name in :mod:`pneumo_lib.cam`.
-METHODS: dict[str, str] = {
-    "Grad-CAM": "grad_cam",
-    "Grad-CAM++": "grad_cam_plus_plus",
-    "Score-CAM": "score_cam",
-}
-#: Side in pixels of the images shown on the page (the model input is upscaled for display).
-DISPLAY_SIZE = 320
+__all__ = [
+    "METHODS", "DISPLAY_SIZE", "Explanation", "explain", "probabilities", "png_bytes", "layer_options",
+    "explanation_figure", "ResultPane", "AppView", "Explorer", "app_from_environment",
+]
+
 #: Widget style: labels as wide as their text (not cut to "CAM met...").
 _STYLE = {"description_width": "initial"}
-
-
-@dataclass(frozen=True)
-class Explanation:
-    """A prediction and its CAM explanation for one image.
-
-    Attributes:
-        image: The model input, ``float32 (S, S, C)`` in ``[0, 1]``.
-        probability: P(PNEUMONIA) in ``[0, 1]``.
-        heatmap: The CAM, ``float32 (S, S)`` in ``[0, 1]``.
-        overlay: The heatmap blended over the image, ``uint8 (S, S, 3)``.
-        method: CAM function name (a value of :data:`METHODS`).
-        layer: Name of the explained layer, or ``None`` for the method's default.
-        threshold: Probability at or above which the prediction is PNEUMONIA.
-    """
-
-    image: np.ndarray
-    probability: float
-    heatmap: np.ndarray
-    overlay: np.ndarray
-    method: str
-    layer: str | None
-    threshold: float = 0.5
-
-    @property
-    def predicted(self) -> int:
-        """Predicted label: 1 (PNEUMONIA) if ``probability >= threshold`` else 0 (NORMAL)."""
-        return int(self.probability >= self.threshold)
-
-    @property
-    def label(self) -> str:
-        """Predicted class name, ``"NORMAL"`` or ``"PNEUMONIA"``."""
-        return CLASSES[self.predicted]
-
-    def summary(self) -> str:
-        """One line, e.g. ``"PNEUMONIA (probability of pneumonia 0.93)"``."""
-        return f"{self.label} (probability of pneumonia {self.probability:.2f})"
-
-
-def probabilities(model, images: np.ndarray, batch_size: int = 64) -> np.ndarray:
-    """P(PNEUMONIA) for a stack of images, from :func:`pneumo_lib.cam.predict`.
-
-    Args:
-        model: A model built by :mod:`pneumo_lib.models` (either head).
-        images: ``float32 (N, S, S, C)`` in ``[0, 1]``.
-        batch_size: Images per forward pass.
-
-    Returns:
-        ``float64 (N,)`` in ``[0, 1]``.
-    """
-    _, class_probabilities = cam.predict(model, np.asarray(images, dtype=np.float32), batch_size=batch_size)
-    return class_probabilities[:, 1].astype(np.float64)
-
-
-def explain(model, image: np.ndarray, *, method: str = "grad_cam", layer: str | None = None,
-            alpha: float = 0.4, threshold: float = 0.5) -> Explanation:
-    """Predict one image and explain the predicted class with a CAM method.
-
-    Args:
-        model: A model built by :mod:`pneumo_lib.models` (either head).
-        image: ``float32 (S, S, C)`` in ``[0, 1]``, the model's input size.
-        method: ``"grad_cam"``, ``"grad_cam_plus_plus"`` or ``"score_cam"``.
-        layer: Layer to explain; ``None`` lets :func:`pneumo_lib.cam.find_target_layer` choose.
-        alpha: Heatmap opacity in the overlay, ``0`` (image only) to ``1`` (heatmap only).
-        threshold: Probability at or above which the prediction is PNEUMONIA.
-
-    Returns:
-        An :class:`Explanation`.
-
-    Raises:
-        ValueError: Unknown method, or an image that is not ``(S, S, C)``.
-    """
-    if method not in METHODS.values():
-        raise ValueError(f"Unknown CAM method {method!r}. Valid methods: {', '.join(METHODS.values())}.")
-    image = np.asarray(image, dtype=np.float32)
-    if image.ndim != 3:
-        raise ValueError(f"explain takes one image (S, S, C), got shape {image.shape}.")
-    probability = float(probabilities(model, image[None])[0])
-    predicted = int(probability >= threshold)
-    heatmap = getattr(cam, method)(model, image[None], layer=layer, class_index=predicted)[0]
-    return Explanation(image, probability, heatmap, cam.overlay(image, heatmap, alpha=alpha),
-                       method, layer, threshold)
-
-
-def png_bytes(image: np.ndarray, size: int = DISPLAY_SIZE) -> bytes:
-    """PNG-encode an image for display, upscaled to ``size`` pixels a side.
-
-    Args:
-        image: ``uint8 (H, W, 3)`` RGB, or float ``(H, W)`` / ``(H, W, 1)`` gray in ``[0, 1]``.
-        size: Side in pixels of the square PNG.
-    """
-    arr = np.asarray(image)
-    if arr.dtype != np.uint8:
-        arr = (np.clip(arr, 0, 1) * 255).round().astype(np.uint8)
-    if arr.ndim == 3 and arr.shape[-1] == 1:
-        arr = arr[..., 0]
-    buffer = io.BytesIO()
-    Image.fromarray(arr).resize((size, size), Image.BILINEAR).save(buffer, format="PNG")
-    return buffer.getvalue()
-
-
-def _data_uri(png: bytes) -> str:
-    return "data:image/png;base64," + base64.b64encode(png).decode("ascii")
 
 
 class ResultPane(W.VBox):
@@ -161,7 +55,7 @@ class ResultPane(W.VBox):
         """Show an explanation of the image called ``name`` (shown, HTML-escaped)."""
         safe = html.escape(name)
         method = next(k for k, v in METHODS.items() if v == explanation.method)
-        overlay = _data_uri(png_bytes(explanation.overlay))
+        overlay = data_uri(png_bytes(explanation.overlay))
         download = f"{os.path.splitext(name)[0] or 'image'}-{explanation.method}.png"
         self.summary.value = (
             f'<div class="pneumo-result"><b>{safe}</b>: {html.escape(explanation.summary())}'
@@ -169,7 +63,7 @@ class ResultPane(W.VBox):
         self.pictures.value = (
             '<div style="display:flex;gap:12px;flex-wrap:wrap">'
             f'<figure style="margin:0"><img class="pneumo-input" alt="model input: {safe}" '
-            f'src="{_data_uri(png_bytes(explanation.image))}"><figcaption>model input</figcaption></figure>'
+            f'src="{data_uri(png_bytes(explanation.image))}"><figcaption>model input</figcaption></figure>'
             f'<figure style="margin:0"><img class="pneumo-overlay" alt="{method} overlay: {safe}" '
             f'src="{overlay}"><figcaption>{method}, explaining {explanation.label}</figcaption></figure>'
             "</div>"
@@ -223,8 +117,8 @@ class _ExplainerView(W.VBox):
     layer redraws the current image in place.
     """
 
-    def _setup(self, threshold: float) -> None:
-        self.threshold = float(threshold)
+    def _setup(self, threshold: float | None) -> None:
+        self.threshold = None if threshold is None else decision.check_threshold(threshold)
         self.current: Explanation | None = None
         self._image: tuple[str, np.ndarray, str] | None = None
         self.upload.observe(self._on_upload, names="value")
@@ -236,6 +130,11 @@ class _ExplainerView(W.VBox):
 
     def _layer(self) -> str | None:
         return None
+
+    def decision_threshold(self) -> float:
+        """The threshold the view decides with: the one given, else the current model's
+        (:func:`pneumo_lib.decision.model_threshold`: its card's, else 0.5)."""
+        return decision.model_threshold(self._model(), self.threshold)
 
     def show_image(self, name: str, image: np.ndarray, detail: str = "") -> Explanation | None:
         """Explain ``image`` (``float32 (S, S, C)`` in ``[0, 1]``) and show it as ``name``.
@@ -271,7 +170,7 @@ class _ExplainerView(W.VBox):
         name, image, detail = self._image
         try:
             self.current = explain(self._model(), image, method=self.method.value, layer=self._layer(),
-                                   alpha=self.opacity.value, threshold=self.threshold)
+                                   alpha=self.opacity.value, threshold=self.decision_threshold())
         except Exception as err:
             self.current = None
             self.result.show_error(f"Could not explain {name}: {type(err).__name__}: {err}")
@@ -292,11 +191,13 @@ class AppView(_ExplainerView):
     Args:
         model: The model that answers (built by :mod:`pneumo_lib.models`).
         note: One sentence saying on the page which model this is.
-        threshold: Probability at or above which the answer is PNEUMONIA.
+        threshold: Probability at or above which the answer is PNEUMONIA; None: the model's
+            (its card's validation threshold when loaded by :func:`pneumo_lib.training.load_model`,
+            else 0.5).
         alpha: Initial overlay opacity.
     """
 
-    def __init__(self, model, note: str = "", *, threshold: float = 0.5, alpha: float = 0.4) -> None:
+    def __init__(self, model, note: str = "", *, threshold: float | None = None, alpha: float = 0.4) -> None:
         self.model = model
         self.upload = _upload_button()
         self.method = _method_picker()
@@ -332,18 +233,6 @@ def app_from_environment() -> AppView:
     return AppView(model, note, threshold=threshold)
 
 
-def layer_options(model) -> list[tuple[str, str]]:
-    """Choices for the target-layer picker: the CAM default first, then every spatial layer.
-
-    Returns:
-        ``(label, layer_name)`` pairs; the first has ``layer_name=""``, meaning the layer
-        :func:`pneumo_lib.cam.find_target_layer` picks (named in its label); the others
-        come from :func:`pneumo_lib.cam.spatial_layers`.
-    """
-    choices = [(f"default ({cam.find_target_layer(model)})", "")]
-    return choices + [(name, name) for name in cam.spatial_layers(model)]
-
-
 class Explorer(_ExplainerView):
     """The chapter's explorer: test-split images or uploads, models, CAM methods, layers, opacity.
 
@@ -353,7 +242,8 @@ class Explorer(_ExplainerView):
         images: The test split, ``float32 (N, S, S, C)`` in ``[0, 1]``.
         labels: Their true labels ``(N,)``, 0 = NORMAL, 1 = PNEUMONIA.
         names: Their file names (shown), default ``"test image <i>"``.
-        threshold: Probability at or above which the prediction is PNEUMONIA.
+        threshold: Probability at or above which the prediction is PNEUMONIA; None: each
+            model's own (:func:`pneumo_lib.decision.model_threshold`).
         alpha: Initial overlay opacity.
 
     Raises:
@@ -362,7 +252,7 @@ class Explorer(_ExplainerView):
     """
 
     def __init__(self, models, images: np.ndarray, labels: Sequence[int], names: Sequence[str] | None = None,
-                 *, threshold: float = 0.5, alpha: float = 0.4) -> None:
+                 *, threshold: float | None = None, alpha: float = 0.4) -> None:
         self.models: dict[str, object] = dict(models) if isinstance(models, Mapping) else {"model": models}
         self.images = np.asarray(images, dtype=np.float32)
         self.labels = np.asarray(labels).astype(int).reshape(-1)
@@ -430,7 +320,7 @@ class Explorer(_ExplainerView):
         if self.true_class.value is not None:
             keep &= self.labels == self.true_class.value
         if self.outcome.value is not None:
-            correct = (self.probabilities() >= self.threshold).astype(int) == self.labels
+            correct = decision.predicted_class(self.probabilities(), self.decision_threshold()) == self.labels
             keep &= correct == self.outcome.value
         return [int(i) for i in np.flatnonzero(keep)]
 
@@ -461,7 +351,7 @@ class Explorer(_ExplainerView):
         index = self.picker.value
         if index is None or self.source.value != "Test split":
             return None
-        correct = (self.probabilities()[index] >= self.threshold) == self.labels[index]
+        correct = decision.predicted_class(self.probabilities()[index:index + 1], self.decision_threshold())[0] == self.labels[index]
         detail = f"; true class {CLASSES[self.labels[index]]}, {'correct' if correct else 'wrong'}"
         return self.show_image(self.names[index], self.images[index], detail)
 
@@ -492,28 +382,3 @@ class Explorer(_ExplainerView):
             raise ValueError("Nothing is shown yet: select an image or upload one first.")
         name = self._image[0] if self._image else ""
         return explanation_figure(self.current, title or f"{name}: {self.current.summary()}")
-
-
-def explanation_figure(explanation: Explanation, title: str = ""):
-    """Three panels: the model input, the heatmap and the overlay, as the explorer shows them.
-
-    Returns:
-        The matplotlib ``Figure`` (end the notebook cell with ``plt.show()``).
-    """
-    import matplotlib.pyplot as plt
-
-    fig, axes = plt.subplots(1, 3, figsize=(10, 3.6))
-    image = explanation.image[..., 0] if explanation.image.shape[-1] == 1 else explanation.image
-    axes[0].imshow(image, cmap="gray", vmin=0, vmax=1)
-    axes[0].set_title("model input")
-    shown = axes[1].imshow(explanation.heatmap, cmap="jet", vmin=0, vmax=1)
-    axes[1].set_title(f"{explanation.method} heatmap")
-    fig.colorbar(shown, ax=axes[1], fraction=0.046, pad=0.04)
-    axes[2].imshow(explanation.overlay)
-    axes[2].set_title(f"overlay, explaining {explanation.label}")
-    for ax in axes:
-        ax.set_axis_off()
-    if title:
-        fig.suptitle(title)
-    fig.tight_layout()
-    return fig

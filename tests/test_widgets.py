@@ -156,3 +156,28 @@ def test_app_from_environment_loads_the_served_model(tmp_path, monkeypatch):
     view = widgets.app_from_environment()
     assert isinstance(view, widgets.AppView) and view.threshold == 0.5
     assert "Model: m.keras. Decision threshold: probability of pneumonia &gt;= 0.50." in view.children[0].value
+
+
+def test_explain_defaults_to_the_models_own_threshold(model, test_set):
+    """No threshold given: the model's (its card's, attached on loading), as everywhere else."""
+    from pneumo_lib import decision
+
+    black = test_set[0][4]
+    p = widgets.explain(model, black).probability
+    carded = decision.attach_threshold(detector_model("flat", "sigmoid"), {"evaluation": {"threshold": p / 2}})
+    own = widgets.explain(carded, black)
+    assert own.threshold == pytest.approx(p / 2) and own.label == "PNEUMONIA"
+    np.testing.assert_array_equal(own.heatmap, widgets.explain(model, black, threshold=p / 2).heatmap)
+    assert widgets.explain(carded, black, threshold=0.5).label == "NORMAL"
+    view = widgets.AppView(carded)
+    assert view.threshold is None and view.decision_threshold() == pytest.approx(p / 2)
+
+
+def test_the_pure_explanation_module_needs_no_widgets():
+    import subprocess
+    import sys
+
+    code = ("import sys; from pneumo_lib import explanations; "
+            "assert 'ipywidgets' not in sys.modules, 'explanations imported ipywidgets'; "
+            "from pneumo_lib import widgets; assert widgets.explain is explanations.explain")
+    subprocess.run([sys.executable, "-c", code], check=True, timeout=300)

@@ -1,0 +1,174 @@
+"""One explanation of one image, as the explorer, the app and the chapters show it (no widgets).
+
+:func:`explain` predicts an image by the project's rule (:mod:`pneumo_lib.decision`: PNEUMONIA
+when P(PNEUMONIA) >= the model's threshold) and explains that class with a CAM method of
+:mod:`pneumo_lib.cam`; :func:`explanation_figure` draws it with matplotlib and
+:func:`png_bytes` encodes images for a page. The ipywidgets views of :mod:`pneumo_lib.widgets`
+are built on these functions; this module imports neither ipywidgets nor a browser.
+"""
+
+from __future__ import annotations
+
+import base64
+import io
+from dataclasses import dataclass
+
+import numpy as np
+from PIL import Image
+
+from pneumo_lib import cam, decision
+from pneumo_lib.data import CLASSES
+
+#: CAM methods offered, display name -> function name in :mod:`pneumo_lib.cam`.
+METHODS: dict[str, str] = {
+    "Grad-CAM": "grad_cam",
+    "Grad-CAM++": "grad_cam_plus_plus",
+    "Score-CAM": "score_cam",
+}
+#: Side in pixels of the images shown on a page (the model input is upscaled for display).
+DISPLAY_SIZE = 320
+
+
+@dataclass(frozen=True)
+class Explanation:
+    """A prediction and its CAM explanation for one image.
+
+    Attributes:
+        image: The model input, ``float32 (S, S, C)`` in ``[0, 1]``.
+        probability: P(PNEUMONIA) in ``[0, 1]``.
+        heatmap: The CAM, ``float32 (S, S)`` in ``[0, 1]`` (divided by its maximum).
+        overlay: The heatmap blended over the image, ``uint8 (S, S, 3)``.
+        method: CAM function name (a value of :data:`METHODS`).
+        layer: Name of the explained layer, or ``None`` for the method's default.
+        threshold: Probability at or above which the prediction is PNEUMONIA, in (0, 1).
+    """
+
+    image: np.ndarray
+    probability: float
+    heatmap: np.ndarray
+    overlay: np.ndarray
+    method: str
+    layer: str | None
+    threshold: float = decision.DEFAULT_THRESHOLD
+
+    @property
+    def predicted(self) -> int:
+        """Predicted label by the rule: 1 (PNEUMONIA) if ``probability >= threshold`` else 0 (NORMAL)."""
+        return int(decision.predicted_class([self.probability], self.threshold)[0])
+
+    @property
+    def label(self) -> str:
+        """Predicted class name, ``"NORMAL"`` or ``"PNEUMONIA"``."""
+        return CLASSES[self.predicted]
+
+    def summary(self) -> str:
+        """One line, e.g. ``"PNEUMONIA (probability of pneumonia 0.93)"``."""
+        return f"{self.label} (probability of pneumonia {self.probability:.2f})"
+
+
+def probabilities(model, images: np.ndarray, batch_size: int = 64) -> np.ndarray:
+    """P(PNEUMONIA) for a stack of images, from :func:`pneumo_lib.cam.predict`.
+
+    Args:
+        model: A model built by :mod:`pneumo_lib.models` (either head).
+        images: ``float32 (N, S, S, C)`` in ``[0, 1]``.
+        batch_size: Images per forward pass.
+
+    Returns:
+        ``float64 (N,)`` in ``[0, 1]``.
+    """
+    _, class_probabilities = cam.predict(model, np.asarray(images, dtype=np.float32), batch_size=batch_size)
+    return class_probabilities[:, 1].astype(np.float64)
+
+
+def explain(model, image: np.ndarray, *, method: str = "grad_cam", layer: str | None = None,
+            alpha: float = 0.4, threshold: float | None = None) -> Explanation:
+    """Predict one image by the rule and explain the predicted class with a CAM method.
+
+    Args:
+        model: A model built by :mod:`pneumo_lib.models` (either head).
+        image: ``float32 (S, S, C)`` in ``[0, 1]``, the model's input size.
+        method: ``"grad_cam"``, ``"grad_cam_plus_plus"`` or ``"score_cam"``.
+        layer: Layer to explain; ``None`` lets :func:`pneumo_lib.cam.find_target_layer` choose.
+        alpha: Heatmap opacity in the overlay, ``0`` (image only) to ``1`` (heatmap only).
+        threshold: None (the model's threshold: its card's validation threshold, else 0.5,
+            :func:`pneumo_lib.decision.model_threshold`) or a probability in (0, 1).
+
+    Returns:
+        An :class:`Explanation`.
+
+    Raises:
+        ValueError: Unknown method, an image that is not ``(S, S, C)`` in ``[0, 1]``, or a bad threshold.
+    """
+    if method not in METHODS.values():
+        raise ValueError(f"Unknown CAM method {method!r}. Valid methods: {', '.join(METHODS.values())}.")
+    image = np.asarray(image, dtype=np.float32)
+    if image.ndim != 3:
+        raise ValueError(f"explain takes one image (S, S, C), got shape {image.shape}.")
+    cut = decision.model_threshold(model, threshold)
+    labels, class_probabilities = cam.predict(model, image[None], threshold=cut)
+    heatmap = getattr(cam, method)(model, image[None], layer=layer, class_index=int(labels[0]))[0]
+    return Explanation(image, float(class_probabilities[0, 1]), heatmap, cam.overlay(image, heatmap, alpha=alpha),
+                       method, layer, cut)
+
+
+def png_bytes(image: np.ndarray, size: int = DISPLAY_SIZE) -> bytes:
+    """PNG-encode an image for display, upscaled to ``size`` pixels a side.
+
+    Args:
+        image: ``uint8 (H, W, 3)`` RGB, or float ``(H, W)`` / ``(H, W, 1)`` gray in ``[0, 1]``.
+        size: Side in pixels of the square PNG.
+    """
+    arr = np.asarray(image)
+    if arr.dtype != np.uint8:
+        arr = (np.clip(arr, 0, 1) * 255).round().astype(np.uint8)
+    if arr.ndim == 3 and arr.shape[-1] == 1:
+        arr = arr[..., 0]
+    buffer = io.BytesIO()
+    Image.fromarray(arr).resize((size, size), Image.BILINEAR).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def data_uri(png: bytes) -> str:
+    """A ``data:image/png;base64,...`` URI of PNG bytes (for an ``<img src=...>``)."""
+    return "data:image/png;base64," + base64.b64encode(png).decode("ascii")
+
+
+def layer_options(model) -> list[tuple[str, str]]:
+    """Choices for the target-layer picker: the CAM default first, then every spatial layer.
+
+    Returns:
+        ``(label, layer_name)`` pairs; the first has ``layer_name=""``, meaning the layer
+        :func:`pneumo_lib.cam.find_target_layer` picks (named in its label); the others
+        come from :func:`pneumo_lib.cam.spatial_layers`.
+    """
+    choices = [(f"default ({cam.find_target_layer(model)})", "")]
+    return choices + [(name, name) for name in cam.spatial_layers(model)]
+
+
+def explanation_figure(explanation: Explanation, title: str = ""):
+    """Three panels: the model input, the heatmap and the overlay, as the explorer shows them.
+
+    The heatmap is drawn with the library's convention (:mod:`pneumo_lib.cam.overlay`):
+    :data:`pneumo_lib.cam.DEFAULT_CMAP`, values in ``[0, 1]`` as given, with a colour bar.
+
+    Returns:
+        The matplotlib ``Figure`` (end the notebook cell with ``plt.show()``).
+    """
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 3, figsize=(10, 3.6))
+    image = explanation.image[..., 0] if explanation.image.shape[-1] == 1 else explanation.image
+    axes[0].imshow(image, cmap="gray", vmin=0, vmax=1)
+    axes[0].set_title("model input")
+    shown = axes[1].imshow(explanation.heatmap, cmap=cam.DEFAULT_CMAP, vmin=0, vmax=1)
+    axes[1].set_title(f"{explanation.method} heatmap")
+    fig.colorbar(shown, ax=axes[1], fraction=0.046, pad=0.04)
+    axes[2].imshow(explanation.overlay)
+    axes[2].set_title(f"overlay, explaining {explanation.label}")
+    for ax in axes:
+        ax.set_axis_off()
+    if title:
+        fig.suptitle(title)
+    fig.tight_layout()
+    return fig

@@ -158,9 +158,10 @@ _check_size = check_pixels  # the name this module used before
 
 def _to_gray(im: Image.Image) -> np.ndarray:
     if im.mode in ("I;16", "I;16B", "I;16L", "I"):
-        arr = np.asarray(im, dtype=np.float64)
-        top = 65535.0 if im.mode != "I" or arr.max() > 255 else 255.0
-        return np.clip(arr / top, 0, 1).astype(np.float32)
+        arr = np.asarray(im, dtype=np.float32)  # 16-bit values are exact in float32; never float64
+        top = np.float32(65535.0 if im.mode != "I" or arr.max() > 255 else 255.0)
+        arr /= top
+        return np.clip(arr, 0, 1, out=arr)
     if im.mode == "F":
         arr = np.asarray(im, dtype=np.float32)
         lo, hi = float(arr.min()), float(arr.max())

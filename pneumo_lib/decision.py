@@ -128,3 +128,83 @@ def predicted_class(probabilities: Any, threshold: Any = DEFAULT_THRESHOLD) -> n
 def predict_classes(model: Any, probabilities: Any, threshold: Any = None) -> np.ndarray:
     """:func:`predicted_class` at :func:`model_threshold` ``(model, threshold)``."""
     return predicted_class(probabilities, model_threshold(model, threshold))
+
+
+# --------------------------------------------------------------------------- calibration
+
+#: The temperature of a model without a fitted one in its card: probabilities unchanged.
+DEFAULT_TEMPERATURE = 1.0
+#: Attribute under which a loaded model carries its card's temperature.
+TEMPERATURE_ATTRIBUTE = "pneumo_temperature"
+
+
+def temperature_from_card(card: Mapping[str, Any] | None) -> float:
+    """The temperature stored in a model card (``card["calibration"]["temperature"]``, written by
+    :func:`pneumo_lib.calibration.calibrate`), else :data:`DEFAULT_TEMPERATURE` (1.0).
+
+    Raises:
+        ValueError: The card stores a temperature that is not a positive number.
+    """
+    from pneumo_lib.calibration import check_temperature
+
+    value = ((card or {}).get("calibration") or {}).get("temperature")
+    return DEFAULT_TEMPERATURE if value is None else check_temperature(value)
+
+
+def attach_temperature(model: Any, card: Mapping[str, Any] | float | None) -> Any:
+    """Give a model its card's temperature (or ``card`` itself when it is a number); returns the model.
+
+    :func:`pneumo_lib.training.load_model` does this for every loaded model, so a model whose
+    card has no ``calibration`` entry carries 1.0 and every probability stays as it was.
+    """
+    from pneumo_lib.calibration import check_temperature
+
+    value = check_temperature(card) if isinstance(card, (int, float)) else temperature_from_card(card)
+    setattr(model, TEMPERATURE_ATTRIBUTE, value)
+    return model
+
+
+def model_temperature(model: Any = None, temperature: Any = None) -> float:
+    """The temperature to divide ``model``'s logits by for calibrated probabilities.
+
+    Args:
+        model: A Keras model or ``None``; loaded and cached models carry their card's value.
+        temperature: An explicit ``T > 0`` that wins over the model's, or ``None``.
+
+    Returns:
+        ``temperature`` if given, else the model's, else :data:`DEFAULT_TEMPERATURE`.
+    """
+    from pneumo_lib.calibration import check_temperature
+
+    if temperature is not None:
+        return check_temperature(temperature)
+    stored = getattr(model, TEMPERATURE_ATTRIBUTE, None) if model is not None else None
+    return DEFAULT_TEMPERATURE if stored is None else check_temperature(stored)
+
+
+def calibrated_pneumonia_probability(model: Any, scores: Any, temperature: Any = None) -> np.ndarray:
+    """Calibrated P(PNEUMONIA) ``float64 (N,)`` from a model's pre-activation scores.
+
+    Args:
+        model: The model (for its temperature, :func:`model_temperature`), or ``None``.
+        scores: Its logits: ``(N,)``/``(N, 1)`` (sigmoid unit) or ``(N, 2)`` (softmax head).
+        temperature: Overrides the model's.
+    """
+    from pneumo_lib.calibration import apply_temperature
+
+    return pneumonia_probability(apply_temperature(scores, model_temperature(model, temperature)))
+
+
+def calibrated_threshold(model: Any = None, threshold: Any = None, temperature: Any = None) -> float:
+    """The model's decision threshold moved onto the calibrated probability's scale.
+
+    The threshold of a card was chosen on *uncalibrated* validation probabilities. Temperature
+    scaling maps ``p`` to ``sigmoid(logit(p) / T)`` (for a softmax head too: the two classes'
+    score difference is divided by ``T``), an increasing function, so comparing the
+    calibrated probability with ``sigmoid(logit(threshold) / T)`` calls exactly the same
+    images PNEUMONIA as the rule on the raw probability: the one prediction rule does not
+    change when a consumer shows calibrated probabilities.
+    """
+    cut = model_threshold(model, threshold)
+    T = model_temperature(model, temperature)
+    return float(1.0 / (1.0 + math.exp(-math.log(cut / (1.0 - cut)) / T)))

@@ -426,7 +426,8 @@ def load_model(path: str | os.PathLike[str]) -> keras.Model:
     """Load a ``.keras`` model with Keras safe mode on (uncompiled).
 
     The model carries its card's validation threshold for :mod:`pneumo_lib.decision`
-    (``decision.model_threshold(model)``; 0.5 without a card).
+    (``decision.model_threshold(model)``; 0.5 without a card) and its card's temperature
+    (``decision.model_temperature(model)``; 1.0 without a ``calibration`` entry).
 
     Raises:
         FileNotFoundError: No such file.
@@ -457,5 +458,7 @@ def load_model(path: str | os.PathLike[str]) -> keras.Model:
             f"{path} could not be loaded ({type(err).__name__}: {text.splitlines()[0] if text else ''}). "
             "The file is corrupted or was written by an incompatible version; retrain it with `pneumo train`."
         ) from None
-    # The one prediction rule (pneumo_lib.decision) finds the card's validation threshold here.
-    return decision.attach_threshold(model, read_card(path))
+    # The one prediction rule (pneumo_lib.decision) finds the card's validation threshold here,
+    # and calibrated probabilities the card's temperature (1.0 when it has none).
+    card = read_card(path)
+    return decision.attach_temperature(decision.attach_threshold(model, card), card)

@@ -9,11 +9,13 @@ from pathlib import Path
 import nbformat
 import pytest
 
-from pneumo_lib.assignments import grading, notebooks
+from pneumo_lib.assignments import grading, notebooks, sandbox
 from pneumo_lib.cli import main
 
 #: Short limits keep the endless submissions cheap; the memory limit is far above what grading needs.
 LIMITS = grading.Limits(cell_seconds=3, total_seconds=120, memory_mb=3072)
+#: Where bubblewrap is missing these tests grade unsandboxed (tests/test_assignments_sandbox.py skips).
+UNSAFE = sandbox.find_bwrap() is None
 
 
 def _student_with(answers: dict[str, str]) -> nbformat.NotebookNode:
@@ -81,7 +83,8 @@ def graded(tmp_path_factory):
     nbformat.write(empty, folder / "fay.ipynb")
     (folder / "gil.ipynb").write_text('{"cells": [{"cell_type": "code", "source": "x = 1"')
     out = root / "out" / "grades.csv"
-    grades = grading.grade_folder(folder, out, limits=LIMITS, jobs=2, echo=lambda line: None)
+    grades = grading.grade_folder(folder, out, limits=LIMITS, jobs=2, echo=lambda line: None,
+                                  unsafe_no_sandbox=UNSAFE)
     return {g.student: g for g in grades}, out
 
 
@@ -136,6 +139,7 @@ def test_csv_and_feedback_files(graded):
     assert [rows[s]["total"] for s in ("carol", "bob", "dave", "erin", "fay")] == ["6", "0", "2", "3", "0"]
     assert rows["carol"]["q2"] == "3" and rows["carol"]["max_points"] == "6"
     assert rows["gil"]["status"] == "malformed notebook"
+    assert {r["sandbox"] for r in rows.values()} == {"none (unsafe)" if UNSAFE else "bubblewrap"}
     feedback = out.parent / "feedback"
     assert sorted(p.name for p in feedback.iterdir()) == [
         "bob-a1_data.txt", "carol-a1_data.txt", "dave-a1_data.txt", "erin-a1_data.txt", "fay-a1_data.txt", "gil.txt"]
@@ -152,9 +156,10 @@ def test_a_hang_that_ignores_the_cell_limit_is_killed_and_skipped(tmp_path):
     })
     path = tmp_path / "hank.ipynb"
     nbformat.write(nb, path)
-    grade = grading.grade_notebook(path, limits=grading.Limits(cell_seconds=2, total_seconds=20))
+    grade = grading.grade_notebook(path, limits=grading.Limits(cell_seconds=2, total_seconds=60),
+                                   unsafe_no_sandbox=UNSAFE)
     assert _points(grade) == {"q1": 2, "q2": 0, "q3": 0}
-    assert any("total time limit of 20 s" in n for n in grade.notes)
+    assert any("Code cell 6 stopped the process: it ignored the time limit of 2 s per cell" in n for n in grade.notes)
 
 
 def test_grade_command_and_bad_arguments(tmp_path, capsys):
@@ -170,3 +175,17 @@ def test_jobs_must_be_positive(tmp_path):
     nbformat.write(_student_with({}), tmp_path / "x.ipynb")
     with pytest.raises(ValueError, match="jobs must be at least 1, got 0"):
         grading.grade_folder(tmp_path, tmp_path / "g.csv", jobs=0)
+
+
+def test_unsafe_grading_says_so_everywhere(tmp_path, monkeypatch, capsys):
+    empty = nbformat.v4.new_notebook()
+    empty.metadata["pneumo"] = {"assignment": "a1_data"}
+    (tmp_path / "in").mkdir()
+    nbformat.write(empty, tmp_path / "in" / "ann.ipynb")
+    monkeypatch.setenv("PNEUMO_BWRAP", "")  # as on a laptop without bubblewrap
+    out = tmp_path / "g.csv"
+    assert main(["assignments", "grade", str(tmp_path / "in"), "--out", str(out), "--unsafe-no-sandbox"]) == 0
+    captured = capsys.readouterr()
+    assert "WITHOUT a sandbox" in captured.err and "(NO SANDBOX)" in captured.out
+    assert "WITHOUT a sandbox" in (tmp_path / "feedback" / "ann-a1_data.txt").read_text()
+    assert next(csv.DictReader(out.open()))["sandbox"] == "none (unsafe)"

@@ -11,7 +11,7 @@ import shutil
 import pytest
 
 from pneumo_lib.assignments import (
-    ASSIGNMENT_IDS, CORRECT, NOT_ATTEMPTED, a4_detective, grading, load_assignment, notebooks,
+    ASSIGNMENT_IDS, CORRECT, NOT_ATTEMPTED, a4_detective, grading, load_assignment, notebooks, sandbox,
 )
 
 
@@ -25,7 +25,8 @@ def grades(tmp_path_factory):
     student = notebooks.build_student_notebooks(out=root / "in" / "student")
     assert len(student) == len(ASSIGNMENT_IDS)
     limits = grading.Limits(cell_seconds=240, total_seconds=900)
-    found = grading.grade_folder(root / "in", root / "grades.csv", limits=limits, jobs=2, echo=lambda line: None)
+    found = grading.grade_folder(root / "in", root / "grades.csv", limits=limits, jobs=2, echo=lambda line: None,
+                                 unsafe_no_sandbox=sandbox.find_bwrap() is None)  # sandboxed wherever bwrap is
     return {(g.student, g.assignment): g for g in found}
 
 

@@ -20,7 +20,9 @@ from __future__ import annotations
 import importlib
 import inspect
 import os
+import threading
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any, Callable, Mapping, Sequence
 
@@ -196,8 +198,29 @@ class Question:
 
     @property
     def cpu_seconds(self) -> float | None:
-        """CPU seconds recorded by the last ``with q.timer():`` block, or None."""
+        """CPU seconds recorded by the last ``with q.timer():`` block, or None.
+
+        While the grader judges a submission (:func:`reported_cpu_seconds`), the value the
+        submission's sandbox reported for this question, in the grader's thread only.
+        """
+        reported = getattr(_reported, "seconds", None)
+        if reported is not None:
+            return reported.get((self.assignment, self.qid))
         return self._cpu_seconds
+
+
+_reported = threading.local()
+
+
+@contextmanager
+def reported_cpu_seconds(assignment: str, seconds: Mapping[str, float | None]):
+    """Within the block (this thread only), ``qN.cpu_seconds`` is what a graded submission reported."""
+    previous = getattr(_reported, "seconds", None)
+    _reported.seconds = {(assignment, q): s for q, s in seconds.items()}
+    try:
+        yield
+    finally:
+        _reported.seconds = previous
 
 
 class _CpuTimer:

@@ -25,7 +25,10 @@ def add_commands(subparsers: argparse._SubParsersAction) -> None:
 
     grade = sub.add_parser(
         "grade", help="grade a folder of submitted notebooks into a CSV and feedback files",
-        description=("Each submission runs in its own process with time and memory limits. "
+        description=("Each submission runs in its own bubblewrap sandbox (unprivileged user, no network, "
+                     "read-only system, private /tmp, no instructor environment or files) with limits on "
+                     "time, memory, CPU, processes and file size; the checks and hidden tests run outside "
+                     "it, on the answers it returns. "
                      "SUBMISSIONS holds <student>.ipynb files or <student>/<name>.ipynb."),
     )
     grade.add_argument("submissions", metavar="SUBMISSIONS")
@@ -41,7 +44,16 @@ def add_commands(subparsers: argparse._SubParsersAction) -> None:
                        help=f"seconds per submission run (default {defaults.total_seconds:g})")
     grade.add_argument("--memory", type=int, default=defaults.memory_mb, metavar="MIB",
                        help=f"memory limit per submission in MiB (default {defaults.memory_mb})")
+    grade.add_argument("--cpu", type=float, default=None, metavar="S",
+                       help="CPU seconds per sandboxed process (default: the --timeout)")
+    grade.add_argument("--processes", type=int, default=defaults.processes, metavar="N",
+                       help=f"processes and threads per submission (default {defaults.processes})")
+    grade.add_argument("--file-size", type=int, default=defaults.file_mb, metavar="MIB",
+                       help=f"largest file a submission may write, MiB (default {defaults.file_mb})")
     grade.add_argument("--jobs", type=int, default=1, metavar="N", help="submissions graded at once (default 1)")
+    grade.add_argument("--unsafe-no-sandbox", action="store_true",
+                       help="grade without bubblewrap: student code runs as you, can read and change your "
+                            "files (every report says so); only for trusted submissions")
     grade.set_defaults(handler=_grade)
 
     listing = sub.add_parser("list", help="list the assignments, their questions and points")
@@ -55,12 +67,15 @@ def _build(args: argparse.Namespace) -> int:
 
 
 def _grade(args: argparse.Namespace) -> int:
-    for value, name in ((args.cell_timeout, "--cell-timeout"), (args.timeout, "--timeout"), (args.memory, "--memory")):
-        if value <= 0:
+    for value, name in ((args.cell_timeout, "--cell-timeout"), (args.timeout, "--timeout"), (args.memory, "--memory"),
+                        (args.cpu, "--cpu"), (args.processes, "--processes"), (args.file_size, "--file-size")):
+        if value is not None and value <= 0:
             raise ValueError(f"{name} must be positive, got {value}.")
-    limits = grading.Limits(args.cell_timeout, args.timeout, args.memory)
+    limits = grading.Limits(args.cell_timeout, args.timeout, args.memory, cpu_seconds=args.cpu,
+                            processes=args.processes, file_mb=args.file_size)
     grading.grade_folder(args.submissions, args.out, assignment=args.assignment, sources=args.source,
-                         feedback_dir=args.feedback, limits=limits, jobs=args.jobs)
+                         feedback_dir=args.feedback, limits=limits, jobs=args.jobs,
+                         unsafe_no_sandbox=args.unsafe_no_sandbox)
     print(f"grades: {Path(args.out).resolve()}")
     return 0
 

@@ -1,4 +1,4 @@
-"""Model builders: the paper's CNN and prior project B's CNN from scratch, and five ImageNet backbones.
+"""Model builders: the paper's CNN and prior project B's CNN from scratch, and six ImageNet backbones.
 
 Every model built here
 
@@ -98,6 +98,11 @@ ARCHITECTURES: dict[str, Architecture] = {
             channels=3, min_size=32, cam_layer="relu",
             fine_tune_from="conv5_block1_0_bn", preprocessing="torch",
         ),
+        Architecture(
+            "xception", "backbone", "Xception (Chollet 2017)",
+            channels=3, min_size=71, cam_layer="block14_sepconv2_act",
+            fine_tune_from="block14_sepconv1", preprocessing="tf",
+        ),
     )
 }
 
@@ -137,6 +142,7 @@ def imagenet_weights_url(name: str, image_size: int = 224) -> str:
         "vgg19": "vgg19/vgg19_weights_tf_dim_ordering_tf_kernels_notop.h5",
         "resnet50": "resnet/resnet50_weights_tf_dim_ordering_tf_kernels_notop.h5",
         "densenet121": "densenet/densenet121_weights_tf_dim_ordering_tf_kernels_notop.h5",
+        "xception": "xception/xception_weights_tf_dim_ordering_tf_kernels_notop.h5",
     }
     if name == "mobilenet_v2":
         rows = image_size if image_size in (96, 128, 160, 192, 224) else 224
@@ -292,8 +298,45 @@ def _application(name: str, input_shape: tuple[int, int, int], weights):
         "resnet50": apps.ResNet50,
         "mobilenet_v2": apps.MobileNetV2,
         "densenet121": apps.DenseNet121,
+        "xception": apps.Xception,
     }
-    return constructors[name](include_top=False, weights=weights, input_shape=input_shape, name=name)
+    if weights is None or weights == "imagenet":
+        return constructors[name](include_top=False, weights=weights, input_shape=input_shape, name=name)
+    try:
+        return constructors[name](include_top=False, weights=weights, input_shape=input_shape, name=name)
+    except ValueError as err:  # Keras: layer counts or weight shapes differ
+        raise WeightsMismatchError(
+            f"The weights file {weights} does not fit the {name} architecture "
+            f"({str(err).splitlines()[0] if str(err) else type(err).__name__}). Pass the no-top weights "
+            f"of {name} itself (e.g. {imagenet_weights_url(name).rsplit('/', 1)[-1]}), not those of another network."
+        ) from None
+
+
+class WeightsMismatchError(ValueError):
+    """A weights file was written by a different architecture than the one it is loaded into."""
+
+
+def _xception_imagenet(shape: tuple[int, int, int]):
+    """Xception with ImageNet weights: offline from the PyPI package, else Keras's download.
+
+    :func:`pneumo_lib.pretrained.xception_imagenet_weights` extracts them (SHA-256 pinned)
+    from ``pneumonia-model-package``; when pip cannot fetch it, Keras's own download is
+    tried; when both fail, the error names the package and the Keras file.
+    """
+    from pneumo_lib import pretrained
+
+    try:
+        return _application("xception", shape, str(pretrained.xception_imagenet_weights()))
+    except pretrained.PretrainedUnavailable as offline:
+        try:
+            return _application("xception", shape, "imagenet")
+        except Exception as err:  # keras raises a bare Exception on download failures
+            url = imagenet_weights_url("xception")
+            raise RuntimeError(
+                f"No ImageNet weights for xception: {offline} Keras's own download failed too "
+                f"({type(err).__name__}); alternatively put {url.rsplit('/', 1)[-1]} (from {url}) in "
+                "~/.keras/models/ or pass weights='/path/to/that/file'."
+            ) from err
 
 
 def build_backbone(
@@ -306,15 +349,19 @@ def build_backbone(
     """A keras.applications backbone without its top, named ``name``.
 
     Args:
-        name: ``"vgg16"``, ``"vgg19"``, ``"resnet50"``, ``"mobilenet_v2"`` or ``"densenet121"``.
-        image_size: Input side ``S`` (at least 32).
+        name: ``"vgg16"``, ``"vgg19"``, ``"resnet50"``, ``"mobilenet_v2"``, ``"densenet121"``
+            or ``"xception"``.
+        image_size: Input side ``S`` (at least 32; 71 for Xception).
         channels: 3 (required for ImageNet weights) or 1 (random init only).
-        weights: ``"imagenet"`` (downloaded by Keras to ``~/.keras/models``), ``None``
-            (random init) or the path of a local no-top weights file (the ``.h5`` file at
-            :func:`imagenet_weights_url`, for machines without internet).
+        weights: ``"imagenet"`` (downloaded by Keras to ``~/.keras/models``; for Xception
+            first taken offline from the PyPI package ``pneumonia-model-package``, see
+            :mod:`pneumo_lib.pretrained`), ``None`` (random init) or the path of a local
+            no-top weights file (the ``.h5`` file at :func:`imagenet_weights_url`, for
+            machines without internet).
 
     Raises:
         ValueError: Unknown name, input too small, ImageNet weights with ``channels != 3``.
+        WeightsMismatchError: The weights file belongs to another architecture (names both).
         FileNotFoundError: ``weights`` names a missing file.
         RuntimeError: ImageNet weights could not be downloaded; the message says which
             file to fetch and how to pass it.
@@ -333,6 +380,8 @@ def build_backbone(
     shape = (image_size, image_size, channels)
     if weights != "imagenet":
         return _application(name, shape, weights)
+    if name == "xception":
+        return _xception_imagenet(shape)
     try:
         return _application(name, shape, "imagenet")
     except Exception as err:  # keras raises a bare Exception on download failures

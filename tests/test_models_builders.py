@@ -59,7 +59,7 @@ def test_project_b_cnn_has_batchnorm_blocks_and_dense_512():
 @pytest.mark.parametrize("name", BACKBONES)
 def test_backbones_are_nested_with_standard_cam_layers_and_no_lambda(name):
     arch = models.architecture(name)
-    model = models.build_model(name, 32, weights=None)
+    model = models.build_model(name, max(32, arch.min_size), weights=None)
     backbone = models.backbone_of(model)
     assert isinstance(backbone, keras.Model) and backbone.name == name
     backbone.get_layer(arch.cam_layer)  # raises if missing
@@ -76,11 +76,13 @@ def test_backbones_are_nested_with_standard_cam_layers_and_no_lambda(name):
         ("resnet50", keras.applications.resnet50.preprocess_input),
         ("mobilenet_v2", keras.applications.mobilenet_v2.preprocess_input),
         ("densenet121", keras.applications.densenet.preprocess_input),
+        ("xception", keras.applications.xception.preprocess_input),
     ],
 )
 def test_builtin_preprocessing_matches_keras_functions_on_gray_images(name, reference):
-    model = models.build_model(name, 32, weights=None)
-    gray = np.random.default_rng(2).random((2, 32, 32, 1), dtype=np.float32)
+    size = max(32, models.architecture(name).min_size)
+    model = models.build_model(name, size, weights=None)
+    gray = np.random.default_rng(2).random((2, size, size, 1), dtype=np.float32)
     rgb = np.repeat(gray, 3, axis=-1)  # the contract: the gray image repeated
     ours = np.asarray(model.get_layer("preprocessing")(rgb))
     expected = np.asarray(reference(rgb * 255.0))
@@ -92,7 +94,7 @@ def test_unknown_model_lists_valid_names():
         models.build_model("inception")
 
 
-@pytest.mark.parametrize("name,minimum", [("vgg16", 32), ("paper_cnn", 32), ("project_b_cnn", 16)])
+@pytest.mark.parametrize("name,minimum", [("vgg16", 32), ("paper_cnn", 32), ("project_b_cnn", 16), ("xception", 71)])
 def test_too_small_input_says_the_minimum(name, minimum):
     with pytest.raises(ValueError, match=f"at least {minimum}x{minimum}.*image_size={minimum // 2}"):
         models.build_model(name, minimum // 2, weights=None)

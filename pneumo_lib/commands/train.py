@@ -7,7 +7,7 @@ import json
 
 from pneumo_lib.profiles import PROFILES
 
-_MODELS = ("paper_cnn", "project_b_cnn", "vgg16", "vgg19", "resnet50", "mobilenet_v2", "densenet121")
+_MODELS = ("paper_cnn", "project_b_cnn", "vgg16", "vgg19", "resnet50", "mobilenet_v2", "densenet121", "xception")
 
 
 def add_commands(subparsers: argparse._SubParsersAction) -> None:

@@ -12,23 +12,19 @@ from __future__ import annotations
 
 import os
 import re
-import signal
-import socket
-import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
 import pytest
+from _serve_helpers import free_port, running_server
 from _upload_files import dicom_monochrome1, png_bytes, rgba
 from PIL import Image
 
 CHROMIUM = "/usr/bin/chromium"
 FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
          "--disable-background-networking", "--disable-component-update", "--disable-sync"]
-PNEUMO = str(Path(sys.executable).parent / "pneumo")
 #: Seconds to wait for the server: on an empty model cache it trains the model first.
 STARTUP_TIMEOUT = 900
 PAGE_TIMEOUT_MS = 180_000
@@ -40,42 +36,15 @@ pytestmark = pytest.mark.skipif(
     "(`make test` installs it when run as root; or: apt-get install chromium)")
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
-    """``pneumo serve --port N`` on loopback; yields its URL and the model file it serves; stopped afterwards."""
-    port = _free_port()
+    """``pneumo serve --port N`` on loopback; yields its URL, the model file it serves, the process
+    and its log; stopped afterwards."""
+    port = free_port()
     log_path = tmp_path_factory.mktemp("serve") / "serve.log"
-    log = open(log_path, "w")
-    proc = subprocess.Popen([PNEUMO, "serve", "--port", str(port)], stdout=log,
-                            stderr=subprocess.STDOUT, start_new_session=True)
-    deadline = time.monotonic() + STARTUP_TIMEOUT
-    try:
-        while True:
-            if proc.poll() is not None:
-                pytest.fail(f"pneumo serve exited with {proc.returncode}:\n{log_path.read_text()}")
-            try:
-                socket.create_connection(("127.0.0.1", port), timeout=1).close()
-                break
-            except OSError:
-                if time.monotonic() > deadline:
-                    pytest.fail(f"pneumo serve did not listen within {STARTUP_TIMEOUT} s:\n{log_path.read_text()}")
-                time.sleep(0.5)
+    with running_server([], port, log_path, STARTUP_TIMEOUT) as proc:
         served = re.search(r"^pneumo serve: model file (.+\.keras)$", log_path.read_text(), re.MULTILINE)
-        yield f"http://127.0.0.1:{port}/", Path(served.group(1))
-    finally:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(timeout=60)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
-        log.close()
+        yield f"http://127.0.0.1:{port}/", Path(served.group(1)), proc, log_path
 
 
 @pytest.fixture(scope="module")
@@ -242,3 +211,35 @@ def test_four_browsers_uploading_at_once_are_all_answered(page, browser, server,
     with capsys.disabled():
         print(f"\n[benchmark] 4 browsers: 3 new pages ready in {loaded:.1f} s, all 4 uploads answered "
               f"{answered:.2f} s after the first", end="")
+
+
+def _kernel_running(server_proc, kernel_id: str) -> bool:
+    """Whether the server still runs the kernel ``kernel_id`` (its connection file names it)."""
+    import psutil
+
+    for child in psutil.Process(server_proc.pid).children(recursive=True):
+        try:
+            if kernel_id in " ".join(child.cmdline()):
+                return True
+        except psutil.NoSuchProcess:
+            pass
+    return False
+
+
+def test_closing_a_tab_ends_its_kernel_at_once(browser, server):
+    """The page's beforeunload beacon shuts its kernel down (it was refused with 403 before).
+
+    Leaving the page fires the same beforeunload as closing the tab; Playwright's own
+    ``page.close`` ends the page before Chromium sends the beacon, which real tabs do not.
+    """
+    page = _open(browser[1], server[0])
+    kernel_id = re.search(r'"kernelId":\s*"([0-9a-f-]+)"', page.content()).group(1)
+    assert _kernel_running(server[2], kernel_id)
+    page.goto("about:blank")
+    page.close()
+    deadline = time.monotonic() + 60
+    while _kernel_running(server[2], kernel_id) and time.monotonic() < deadline:
+        time.sleep(0.5)
+    assert not _kernel_running(server[2], kernel_id), "the closed tab's kernel is still running"
+    log = server[3].read_text()
+    assert "403 POST /voila/api/shutdown" not in log and "_xsrf' argument missing" not in log

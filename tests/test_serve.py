@@ -79,3 +79,133 @@ def test_the_app_notebook_ships_in_the_wheel(tmp_path):
     code = "".join("".join(c["source"]) for c in shipped["cells"] if c["cell_type"] == "code")
     assert "app_from_environment()" in code
     assert shipped == json.loads(app.APP_NOTEBOOK.read_text())
+
+
+def test_bad_kernel_limits_fail_in_one_line(capsys):
+    assert cli.main(["serve", "--max-kernels", "0", "--port", str(_free_port())]) == 2
+    assert capsys.readouterr().err.strip() == "pneumo: error: --max-kernels must be at least 1, got 0."
+    assert cli.main(["serve", "--idle-timeout", "0", "--port", str(_free_port())]) == 2
+    assert "--idle-timeout must be positive" in capsys.readouterr().err
+
+
+def test_default_cap_follows_memory():
+    assert app.default_max_kernels(24 << 30) == 27
+    assert app.default_max_kernels(512 << 20) == 1 and app.default_max_kernels(0) == 1
+    config = app.voila_config(3, 120)
+    assert config.MappingKernelManager.cull_idle_timeout == 120 and config.MappingKernelManager.cull_connected
+    assert config.Voila.tornado_settings["pneumo_max_kernels"] == 3
+
+
+# ----------------------------------------------------------------- a bounded loopback load test
+
+LOAD_CAP = 3
+LOAD_IDLE = 8
+
+
+@pytest.fixture(scope="module")
+def small_server(tmp_path_factory):
+    """``pneumo serve`` of a small untrained CNN, at most 3 kernels, 8 s idle timeout."""
+    from _serve_helpers import running_server
+
+    from pneumo_lib import models, training
+
+    folder = tmp_path_factory.mktemp("load")
+    model_path = training.save_model(models.build_model("paper_cnn", 32, channels=1, weights=None),
+                                     folder / "small.keras", {})
+    port = _free_port()
+    args = ["--model", str(model_path), "--max-kernels", str(LOAD_CAP), "--idle-timeout", str(LOAD_IDLE)]
+    with running_server(args, port, folder / "serve.log", 180) as proc:
+        yield f"http://127.0.0.1:{port}/", proc, folder / "serve.log"
+
+
+def _kernels_and_memory(proc) -> tuple[int, float]:
+    """Kernels the server runs, and the RSS of the server and its kernels (MiB)."""
+    import psutil
+
+    server = psutil.Process(proc.pid)
+    rss, kernels = 0, 0
+    for p in [server, *server.children(recursive=True)]:
+        try:
+            rss += p.memory_info().rss
+            kernels += "ipykernel_launcher" in " ".join(p.cmdline())
+        except psutil.NoSuchProcess:
+            pass
+    return kernels, rss / 2**20
+
+
+def _visit(url: str, close: bool) -> tuple[int, str]:
+    """GET the page as a browser would; with ``close``, then send the tab-closing beacon."""
+    import http.cookiejar
+    import re
+    import urllib.error
+    import urllib.parse
+    import urllib.request
+
+    jar = http.cookiejar.CookieJar()
+    opener = urllib.request.build_opener(urllib.request.HTTPCookieProcessor(jar))
+    try:
+        with opener.open(url, timeout=240) as response:
+            status, html = response.status, response.read().decode("utf-8", "replace")
+    except urllib.error.HTTPError as err:
+        return err.code, err.read().decode("utf-8", "replace")
+    if close:
+        kernel = re.search(r'"kernelId":\s*"([0-9a-f-]+)"', html).group(1)
+        xsrf = next(c.value for c in jar if c.name == "_xsrf")
+        body = urllib.parse.urlencode({"_xsrf": xsrf}).encode()
+        with opener.open(urllib.request.Request(f"{url}voila/api/shutdown/{kernel}", data=body), timeout=60) as r:
+            assert r.status == 204
+    return status, html
+
+
+def _wait_kernels(proc, at_most: int, seconds: float) -> int:
+    import time
+
+    deadline = time.monotonic() + seconds
+    while True:
+        kernels, _ = _kernels_and_memory(proc)
+        if kernels <= at_most or time.monotonic() > deadline:
+            time.sleep(2)  # the server forgets a kernel shortly after its process ends
+            return kernels
+        time.sleep(0.5)
+
+
+def test_twenty_visits_end_with_no_kernel_left_and_memory_back(small_server, capsys):
+    """8 visits at once (3 served, 5 told 'busy'), then 2 rounds of 6 at once whose served tabs close."""
+    import time
+    from concurrent.futures import ThreadPoolExecutor
+
+    url, proc, log_path = small_server
+    _, baseline = _kernels_and_memory(proc)
+    peak = [0, baseline]
+
+    def visits(n: int, close: bool) -> list[tuple[int, str]]:
+        with ThreadPoolExecutor(n) as pool:
+            futures = [pool.submit(_visit, url, close) for _ in range(n)]
+            while not all(f.done() for f in futures):
+                k, m = _kernels_and_memory(proc)
+                peak[:] = max(peak[0], k), max(peak[1], m)
+                time.sleep(0.5)
+            return [f.result() for f in futures]
+
+    first = visits(8, close=False)
+    statuses = sorted(status for status, _ in first)
+    assert statuses == [200] * LOAD_CAP + [503] * (8 - LOAD_CAP), statuses
+    busy = next(html for status, html in first if status == 503)
+    assert "The app is busy, please try again" in busy and f"all {LOAD_CAP} of them" in busy
+    left_open = _kernels_and_memory(proc)[0]
+    assert left_open == LOAD_CAP  # tabs "left open" without a beacon: only the idle timeout frees them
+    assert _wait_kernels(proc, 0, LOAD_IDLE + 30) == 0
+    rounds = []
+    for _ in range(2):
+        rounds.append(sorted(status for status, _ in visits(6, close=True)))
+        assert _wait_kernels(proc, 0, 30) == 0  # every closed tab ended its kernel
+    assert rounds == [[200] * LOAD_CAP + [503] * (6 - LOAD_CAP)] * 2, rounds
+    kernels, after = _kernels_and_memory(proc)
+    assert peak[0] <= LOAD_CAP and kernels == 0
+    assert "403" not in log_path.read_text()
+    with capsys.disabled():
+        print(f"\n[load] 20 visits (8 at once, then 2 x 6 at once closing their tabs), cap {LOAD_CAP}: "
+              f"peak {peak[0]} kernels, {left_open} left open then culled after {LOAD_IDLE} s idle, "
+              f"{kernels} at the end; server + kernels RSS {baseline:.0f} MiB before, "
+              f"{peak[1]:.0f} MiB peak, {after:.0f} MiB after ({after / baseline - 1:+.1%})", end="")
+    assert after <= 1.10 * baseline

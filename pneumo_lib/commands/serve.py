@@ -25,9 +25,17 @@ def add_commands(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--host", default="127.0.0.1", metavar="ADDR",
                         help="address to bind (default: 127.0.0.1, this machine only; "
                         "0.0.0.0 inside a container)")
+    parser.add_argument("--max-kernels", type=int, default=None, metavar="N",
+                        help="visitors served at once, one kernel (about 0.8 GB) each; one more gets a "
+                        f"'busy, try again' page (default: memory / {app.KERNEL_MB} MB, here "
+                        f"{app.default_max_kernels()})")
+    parser.add_argument("--idle-timeout", type=float, default=app.DEFAULT_IDLE_SECONDS, metavar="S",
+                        help="end a visitor's kernel after this many seconds without activity "
+                        f"(default {app.DEFAULT_IDLE_SECONDS}); closing the tab ends it at once")
     parser.set_defaults(handler=_serve)
 
 
 def _serve(args: argparse.Namespace) -> int:
-    app.serve(args.model, host=args.host, port=args.port)
+    app.serve(args.model, host=args.host, port=args.port, max_kernels=args.max_kernels,
+              idle_seconds=args.idle_timeout)
     return 0

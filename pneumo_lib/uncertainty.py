@@ -40,6 +40,21 @@ def binary_entropy(p: Any) -> np.ndarray:
     return np.nan_to_num(h, nan=0.0)
 
 
+def threshold_entropy(p: Any, threshold: Any = decision.DEFAULT_THRESHOLD) -> np.ndarray:
+    """Entropy in bits of P(PNEUMONIA) re-centred on the decision threshold.
+
+    ``binary_entropy(sigmoid(logit(p) - logit(threshold)))``: 1 bit where ``p`` equals the
+    threshold (the decision could go either way), falling towards 0 away from it. For a
+    model whose validation threshold is far from 0.5 (a biased model), the plain entropy
+    peaks at p = 0.5, where the decision is not in doubt at all; this one peaks where it is.
+    At ``threshold = 0.5`` it is :func:`binary_entropy`.
+    """
+    cut = decision.check_threshold(threshold)
+    q = np.clip(check_probabilities(p), 1e-15, 1 - 1e-15)
+    shifted = np.log(q / (1 - q)) - np.log(cut / (1 - cut))
+    return binary_entropy(np.exp(-np.logaddexp(0.0, -shifted)))
+
+
 def _check_images(images: Any) -> np.ndarray:
     x = np.asarray(images, dtype=np.float32)
     if x.ndim != 4 or x.shape[0] == 0:

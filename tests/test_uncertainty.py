@@ -125,3 +125,16 @@ def test_referral_refers_the_most_uncertain_and_scores_the_rest():
         uncertainty.referral(y, p, u[:3])
     with pytest.raises(ValueError, match="NaN"):
         uncertainty.risk_coverage(y, p, np.full(10, np.nan))
+
+
+def test_threshold_entropy_peaks_at_the_threshold():
+    p = np.array([0.1, 0.2, 0.5, 0.9])
+    np.testing.assert_allclose(uncertainty.threshold_entropy(p, 0.5), uncertainty.binary_entropy(p))
+    h = uncertainty.threshold_entropy(p, 0.2)
+    assert h[1] == pytest.approx(1.0) and h.argmax() == 1
+    # symmetric in logit distance from the threshold: logit(0.5) - logit(0.2) = logit(0.2) - logit(x)
+    x = 1 / (1 + np.exp(-(2 * np.log(0.25) - 0.0)))
+    np.testing.assert_allclose(uncertainty.threshold_entropy([0.5, x], 0.2)[0],
+                               uncertainty.threshold_entropy([0.5, x], 0.2)[1])
+    with pytest.raises(ValueError, match="threshold"):
+        uncertainty.threshold_entropy(p, 1.0)

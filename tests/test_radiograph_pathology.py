@@ -59,7 +59,7 @@ def test_severity_ranges_from_subtle_to_obvious():
     rng = np.random.default_rng(0)
     severities = np.array([sample_severity(rng) for _ in range(2000)])
     assert SEVERITY["lo"] <= severities.min() and severities.max() <= SEVERITY["hi"]
-    assert np.quantile(severities, 0.05) < 0.35 and np.quantile(severities, 0.95) > 0.9
+    assert np.quantile(severities, 0.05) < 0.45 and np.quantile(severities, 0.95) > 0.9
     # A study records the severity it was drawn with; a subtle lesion is fainter than an obvious one.
     drawn = [render_study(5, "train", 1, p, 0, "bacteria", 64).info["severity"] for p in range(6)]
     assert all(SEVERITY["lo"] <= s <= SEVERITY["hi"] for s in drawn)

@@ -25,7 +25,7 @@ from pneumo_lib.data.radiograph.anatomy import SIDES, Thorax
 KINDS = ("normal", "bacteria", "virus")
 
 #: Severity distribution: ``Beta(a, b)`` rescaled to ``[lo, hi]``.
-SEVERITY = {"a": 2.0, "b": 1.0, "lo": 0.1, "hi": 1.0}
+SEVERITY = {"a": 2.5, "b": 1.0, "lo": 0.1, "hi": 1.0}
 
 #: Lobes by lung, with how often a consolidation sits there.
 LOBES = {"right": {"upper": 0.35, "middle": 0.25, "lower": 0.4},
@@ -72,7 +72,7 @@ def _blob(thorax: Thorax, cx: float, cy: float, r: float, rng) -> np.ndarray:
     radius = np.full(ang.shape, r, np.float32)
     for k in range(2, 6):
         radius += r * rng.uniform(0, 0.16) * np.cos(k * ang + rng.uniform(0, 2 * np.pi))
-    return np.clip((1 - np.hypot(dx, dy) / radius) / 0.35, 0, 1) ** 0.7
+    return np.clip((1 - np.hypot(dx, dy) / radius) / 0.2, 0, 1) ** 0.7
 
 
 def _largest_component(mask: np.ndarray) -> np.ndarray:
@@ -106,12 +106,12 @@ def bacterial(thorax: Thorax, rng: np.random.Generator, severity: float) -> tupl
         candidates = np.flatnonzero(allowed)
     pick = int(candidates[int(rng.integers(len(candidates)))])
     cy, cx = np.unravel_index(pick, region.shape)
-    lobar = rng.random() < 0.55
-    r = (rng.uniform(0.26, 0.4) if lobar else rng.uniform(0.14, 0.24)) * (0.5 + 0.5 * severity)
+    lobar = rng.random() < 0.6
+    r = (rng.uniform(0.26, 0.4) if lobar else rng.uniform(0.14, 0.24)) * (0.55 + 0.45 * severity)
     fill = _blob(thorax, float(thorax.X[cy, cx]), float(thorax.Y[cy, cx]), r, rng) * allowed
     mask = _largest_component(fill > 0)
     texture = 0.85 + 0.15 * np.clip(_smooth_noise(fill.shape, rng, 2.0), -2, 2) / 2
-    density = 0.25 + 0.75 * severity
+    density = 0.6 + 1.2 * severity  # above 1: denser than the aerated lung's tissue alone (exudate)
     aerated = 1 - 0.75 * thorax.bronchi * np.clip((density - 0.45) / 0.3, 0, 1)
     added = density * np.where(mask, fill, 0) * texture * aerated * thorax.lung_air[side]
     return added.astype(np.float32), mask, {"side": side, "lobe": lobe, "severity": severity}
@@ -128,7 +128,7 @@ def viral(thorax: Thorax, rng: np.random.Generator, severity: float) -> tuple[np
     patches = np.clip(0.55 + 0.35 * _smooth_noise(shape, rng, 5.0), 0, 1)
     added = np.zeros(shape, np.float32)
     mask = np.zeros(shape, bool)
-    spread = 0.55 + 0.45 * severity
+    spread = 0.6 + 0.4 * severity
     for side, s in SIDES.items():
         hx, hy = thorax.hila[side]
         cx = hx + s * 0.08
@@ -137,7 +137,7 @@ def viral(thorax: Thorax, rng: np.random.Generator, severity: float) -> tuple[np
         part = np.clip((envelope - 0.3) / 0.4, 0, 1) * (thorax.lung_region[side] > 0)
         mask |= part > 0
         air = thorax.lung_air[side]
-        added += (0.15 + 0.85 * severity) * part * air * (0.45 + 0.55 * patches) * (0.6 + 0.4 * np.clip(texture, 0, 2))
+        added += (0.4 + 1.6 * severity) * part * air * (0.5 + 0.5 * patches) * (0.6 + 0.4 * np.clip(texture, 0, 2))
         added += (0.3 + 0.8 * severity) * part * thorax.vessels
     return added.astype(np.float32), mask, {"side": "both", "lobe": "perihilar", "severity": severity}
 

@@ -334,3 +334,21 @@ def test_the_sandbox_command_hides_sources_and_sets_limits(tmp_path):
     assert f"--tmpfs {notebooks.source_dir().resolve()}" in text
     assert f"--as={100 << 20}" in cmd and "--cpu=5" in cmd and "--nproc=7" in cmd and f"--fsize={3 << 20}" in cmd
     assert "KAGGLE" not in text and cmd[-1] == f"{sandbox.SUBMISSION_DIR}/s.ipynb"
+
+
+def test_a_checkout_below_tmp_is_bound_onto_the_private_tmp_not_hidden_by_it(tmp_path, monkeypatch):
+    """CI clones the project into a temporary folder: the sandbox must still see its venv and library."""
+    from pneumo_lib.assignments import sandbox
+
+    home = tmp_path / "pneumo-home"  # tmp_path lies below /tmp
+    home.mkdir()
+    monkeypatch.setenv("PNEUMO_HOME", str(home))
+    notebook = tmp_path / "a1.ipynb"
+    notebook.write_text("{}")
+    args, _ = sandbox.sandbox_command(["python"], notebook=notebook, memory_mb=512, cpu_seconds=5,
+                                      processes=16, file_mb=8, tmp_mb=16, bwrap="/usr/bin/bwrap")
+    private_tmp = args.index("/tmp", args.index("--tmpfs"))
+    bound = [i for i, a in enumerate(args) if a == "--ro-bind" and args[i + 1] == str(home.resolve())]
+    assert bound, "PNEUMO_HOME below /tmp is not bound into the sandbox"
+    assert all(i > private_tmp for i in bound), "the private /tmp is mounted over PNEUMO_HOME"
+    assert ["--perms", "0755", "--dir", "/tmp"] not in [args[i:i + 4] for i in range(len(args))]

@@ -165,9 +165,14 @@ def sandbox_command(command: list[str], *, notebook: Path, memory_mb: int, cpu_s
     args += ["--perms", "0755", "--dir", "/etc"]
     for name in ETC_FILES:
         args += ["--ro-bind-try", f"/etc/{name}", f"/etc/{name}"]
+    size = str(tmp_mb << 20)
+    # The private /tmp comes before the read-only roots: a checkout or venv that lives below
+    # /tmp (a CI clone, say) is then bound onto it instead of being hidden by it.
+    args += ["--perms", "1777", "--size", size, "--tmpfs", "/tmp"]
     roots = _read_only_roots([])
     for a in _ancestors(roots):
-        args += ["--perms", "0755", "--dir", str(a)]
+        if a != Path("/tmp"):
+            args += ["--perms", "0755", "--dir", str(a)]
     for r in roots:
         args += ["--ro-bind", str(r), str(r)]
     for h in hidden_paths(sources) + [Path(os.path.realpath(p)) for p in hide if Path(p).is_dir()]:
@@ -185,9 +190,7 @@ def sandbox_command(command: list[str], *, notebook: Path, memory_mb: int, cpu_s
                 for name in files:
                     os.chmod(os.path.join(folder, name), 0o666)
             args += ["--bind", str(copy), str(cache)]
-    size = str(tmp_mb << 20)
     args += ["--dev", "/dev", "--proc", "/proc",
-             "--perms", "1777", "--size", size, "--tmpfs", "/tmp",
              "--perms", "0755", "--dir", "/home",
              "--perms", "1777", "--size", size, "--tmpfs", HOME,
              "--perms", "0755", "--dir", SUBMISSION_DIR,

@@ -17,6 +17,8 @@ from typing import Any, Iterable, Mapping
 import numpy as np
 from sklearn import metrics as skm
 
+from pneumo_lib import decision
+
 #: Metrics reported for one split, in table order.
 METRICS: tuple[str, ...] = (
     "accuracy", "precision", "recall", "specificity", "f1", "roc_auc", "pr_auc",
@@ -322,8 +324,7 @@ def predict_proba(model: Any, data: Any) -> tuple[np.ndarray, np.ndarray]:
     """
     ys, ps = [], []
     for images, labels in data:
-        out = np.asarray(model(images, training=False), dtype=np.float64)
-        ps.append(out[:, -1] if out.shape[-1] in (1, 2) else out.reshape(-1))
+        ps.append(decision.pneumonia_probability(model(images, training=False)))
         ys.append(np.asarray(labels).reshape(-1))
     if not ys:
         raise ValueError("The dataset is empty: nothing to predict.")

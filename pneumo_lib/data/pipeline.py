@@ -513,40 +513,92 @@ def load_marker_masks(paths: Sequence[str | os.PathLike], image_size: int, aspec
     return _resize_masks(masks, image_size, aspect)
 
 
-def paste_markers(images: np.ndarray, data_dir: str | os.PathLike, *, split: str = "val",
+def _donor_key(donor: str | os.PathLike, data_dir: Path) -> str:
+    """A donor path as the key of :func:`marker_boxes`: ``split/CLASS/name`` relative to ``data_dir``."""
+    p = Path(donor)
+    if p.is_absolute():
+        for base, path in ((data_dir, p), (data_dir.resolve(), p.resolve())):
+            try:
+                return path.relative_to(base).as_posix()
+            except ValueError:
+                continue
+        raise ValueError(f"Donor {p} is not inside {data_dir}: donors are images of the dataset whose "
+                         "markers.csv records their marker (paths relative to it or absolute).")
+    return p.as_posix()
+
+
+def paste_markers(images: np.ndarray, data_dir: str | os.PathLike, *,
+                  donors: Sequence[str | os.PathLike] | None = None, split: str | None = None,
                   aspect: str = "stretch") -> tuple[np.ndarray, np.ndarray]:
     """The same images with a shortcut marker pasted into each: a controlled experiment.
 
     A shortcut phantom dataset's test split carries no marker, so "the same image with and
-    without the marker" needs the marker put in. Its pixels are copied from the marked
-    PNEUMONIA images of ``split`` (sorted by path, cycled: image ``i`` gets donor
-    ``i mod M``), at the images' size and channels, where the donor's marker box is.
+    without the marker" needs the marker put in. Its pixels are copied from marked images of
+    the dataset, the *donors* (cycled: image ``i`` gets donor ``i mod M``), at the images'
+    size and channels, where the donor's marker box is; every other pixel is left as it was.
 
     Args:
         images: float32 ``(N, S, S, C)`` in ``[0, 1]``, as :func:`load_images` gives.
         data_dir: The ``chest_xray`` folder of a phantom dataset made with ``--shortcut``.
-        split: Where the donors come from (``"train"`` or ``"val"``: the marked splits).
+        donors: The marked images the markers are copied from, in the order they are used:
+            paths absolute or relative to ``data_dir`` (``"val/PNEUMONIA/x.jpeg"``, as the
+            keys of :func:`marker_boxes` and the ``path`` of a manifest's records), each
+            carrying a marker. Default: every marked PNEUMONIA image of the folder ``split``,
+            sorted by path.
+        split: Where the default donors come from (``"train"`` or ``"val"``: the marked
+            splits; ``"val"`` when neither ``split`` nor ``donors`` is given).
 
     Returns:
         ``(pasted, masks)``: float32 ``(N, S, S, C)`` in ``[0, 1]``, and the marker masks
-        float32 ``(N, S, S)`` of 0/1 values.
+        float32 ``(N, S, S)`` of 0/1 values (image ``i``'s is its donor's marker box).
 
     Raises:
-        ValueError: ``images`` is not a 4-D batch, or ``data_dir`` has no marked
+        ValueError: ``images`` is not a 4-D batch; ``donors`` and ``split`` are both given;
+            ``donors`` is empty, a single path instead of a list, or holds an image outside
+            ``data_dir`` or without a marker (named); or ``data_dir`` has no marked
             PNEUMONIA image in ``split`` (not a shortcut dataset?).
     """
     images = np.asarray(images, np.float32)
     if images.ndim != 4 or images.shape[1] != images.shape[2]:
         raise ValueError(f"images must be a batch (N, S, S, C) of square images; got shape {images.shape}.")
     data_dir = Path(data_dir)
-    donors = sorted(p for p in marker_boxes(data_dir) if p.startswith(f"{split}/PNEUMONIA/"))
-    if not donors:
-        raise ValueError(f"{data_dir} has no {split} PNEUMONIA image with a marker: pass the chest_xray "
-                         "folder of a shortcut phantom dataset (pneumo data phantom --shortcut).")
+    boxes = marker_boxes(data_dir)
+    if donors is None:
+        split = split or "val"
+        keys = sorted(p for p in boxes if p.startswith(f"{split}/PNEUMONIA/"))
+        if not keys:
+            raise ValueError(f"{data_dir} has no {split} PNEUMONIA image with a marker: pass the chest_xray "
+                             "folder of a shortcut phantom dataset (pneumo data phantom --shortcut).")
+    else:
+        if split is not None:
+            raise ValueError("Give donors or split, not both: split only chooses the default donors.")
+        if isinstance(donors, (str, bytes, os.PathLike)):
+            raise ValueError(f"donors must be a list of image paths, not the single path {donors!r}: "
+                             "wrap it in a list.")
+        keys = [_donor_key(d, data_dir) for d in donors]
+        if not keys:
+            raise ValueError("donors is empty: pass at least one marked image (data.marker_boxes(data_dir) "
+                             "lists them).")
+        unmarked = [k for k in keys if k not in boxes]
+        if unmarked:
+            where = "its markers.csv lists none" if not boxes else "data.marker_boxes(data_dir) lists the marked ones"
+            raise ValueError(f"Donor {unmarked[0]} carries no marker in {data_dir}"
+                             + (f" ({len(unmarked) - 1} more such donor(s))" if len(unmarked) > 1 else "")
+                             + f": donors must be marked images ({where}).")
     size, channels = images.shape[1], images.shape[3]
     pasted, masks = images.copy(), np.zeros(images.shape[:3], np.float32)
     if not len(images):
         return pasted, masks
+    take = [keys[i % len(keys)] for i in range(len(images))]
+    used = list(dict.fromkeys(take))
+    files = [data_dir / d for d in used]
+    donor_x = dict(zip(used, load_images(files, size, channels, aspect)))
+    donor_m = dict(zip(used, load_marker_masks(files, size, aspect)))
+    masks = np.stack([donor_m[d] for d in take])
+    for i, d in enumerate(take):
+        inside = masks[i] > 0
+        pasted[i][inside] = donor_x[d][inside]
+    return pasted, masks
     take = [donors[i % len(donors)] for i in range(len(images))]
     used = list(dict.fromkeys(take))
     files = [data_dir / d for d in used]

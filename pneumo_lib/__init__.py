@@ -12,8 +12,10 @@ import os as _os
 
 __version__ = "0.1.0"
 
-#: Where the book and the library are published; the Colab setup cells install from here.
-REPOSITORY_URL = "https://github.com/pneumo-lib/explainable-pneumonia"
+#: Where the book and the library are published: :data:`pneumo_lib.project.REPOSITORY`, the
+#: one place that defines it (with :data:`pneumo_lib.project.REF`, the git ref the Colab
+#: setup cells install).
+from pneumo_lib.project import REPOSITORY as REPOSITORY_URL  # noqa: E402  (needs __version__)
 
 # TensorFlow's C++ logging floods notebook outputs; silence it before any TF import.
 _os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")

@@ -53,20 +53,25 @@ def _check_pair(y_true: Any, p: Any) -> tuple[np.ndarray, np.ndarray]:
 def binary_metrics(y_true: Any, p: Any, threshold: float = 0.5) -> dict[str, Any]:
     """Metrics of P(PNEUMONIA) scores at one threshold.
 
-    A sample is predicted PNEUMONIA when ``p >= threshold``.
+    The predicted class comes from the one prediction rule,
+    :func:`pneumo_lib.decision.predicted_class` (PNEUMONIA when ``p >= threshold``).
 
     Args:
         y_true: Labels ``(N,)`` in {0, 1}.
         p: Probabilities ``(N,)`` in [0, 1].
-        threshold: Decision threshold in [0, 1].
+        threshold: Decision threshold in (0, 1).
 
     Returns:
         ``accuracy``, ``precision``, ``recall`` (sensitivity), ``specificity``, ``f1``,
         ``roc_auc``, ``pr_auc`` (average precision), floats (``nan`` where undefined,
         e.g. AUC with one class); ``confusion`` ``[[TN, FP], [FN, TP]]``; ``threshold``; ``n``.
+
+    Raises:
+        ValueError: Labels or probabilities malformed (named), or ``threshold`` outside (0, 1).
     """
     y, prob = _check_pair(y_true, p)
-    pred = (prob >= threshold).astype(int)
+    threshold = decision.check_threshold(threshold)
+    pred = decision.predicted_class(prob, threshold).astype(int)
     tn, fp, fn, tp = skm.confusion_matrix(y, pred, labels=[0, 1]).ravel()
     both = len(np.unique(y)) == 2
     return {
@@ -83,34 +88,73 @@ def binary_metrics(y_true: Any, p: Any, threshold: float = 0.5) -> dict[str, Any
     }
 
 
+def _cut_scores(y: np.ndarray, prob: np.ndarray, method: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The criterion of every distinct way of cutting the validation scores.
+
+    With ``u_0 < ... < u_{m-1}`` the distinct scores, cut ``k`` (``0..m``) calls the scores
+    ``u_k, ..., u_{m-1}`` PNEUMONIA: it is what every threshold in ``(u_{k-1}, u_k]`` does
+    (``u_{-1} = 0``, and cut ``m``, nothing called PNEUMONIA, is ``(u_{m-1}, 1)``).
+
+    Returns:
+        ``(score, low, high)`` per cut: the criterion (``-inf`` where no threshold in
+        (0, 1) makes the cut), and the bounds of its range of thresholds.
+    """
+    values, inverse = np.unique(prob, return_inverse=True)
+    pos = np.bincount(inverse, weights=(y == 1), minlength=values.size)
+    neg = np.bincount(inverse, weights=(y == 0), minlength=values.size)
+    tp = np.append(np.cumsum(pos[::-1])[::-1], 0.0)
+    fp = np.append(np.cumsum(neg[::-1])[::-1], 0.0)
+    n_pos, n_neg = pos.sum(), neg.sum()
+    if method == "youden":
+        score = tp / n_pos - fp / n_neg
+    elif method == "f1":
+        score = 2 * tp / (2 * tp + fp + (n_pos - tp))  # n_pos > 0: never 0 / 0
+    else:
+        raise ValueError(f"Unknown threshold method {method!r}. Valid: youden, f1.")
+    low, high = np.append(0.0, values), np.append(values, 1.0)
+    return np.where(low < high, score, -np.inf), low, high
+
+
 def choose_threshold(y_val: Any, p_val: Any, method: str = "youden") -> float:
     """The decision threshold chosen on validation scores.
+
+    Every threshold between two neighbouring distinct validation scores gives the same
+    decisions on validation, so the criterion picks a *range* of equally good thresholds,
+    and the rule returns its **midpoint** (in probability): for a validation split that the
+    model separates perfectly, the midpoint of the gap between the highest-scored NORMAL
+    and the lowest-scored PNEUMONIA image, wherever in the gap a retrained model's scores
+    happen to fall. Where neighbouring ranges are equally good (a score shared by both
+    classes that changes sensitivity and specificity alike), they count as one range. When
+    several separate ranges tie, the one whose midpoint is closest to 0.5 wins (the lower
+    on an exact tie). The range of "every image PNEUMONIA" starts at 0 and that of "none"
+    ends at 1, so the result is always strictly inside (0, 1), a threshold that
+    :func:`pneumo_lib.decision.check_threshold` accepts, never 0.0 or 1.0.
 
     Args:
         y_val: Validation labels ``(N,)`` in {0, 1} (both classes present).
         p_val: Validation probabilities ``(N,)`` in [0, 1].
-        method: ``"youden"`` (maximise sensitivity + specificity - 1 along the ROC
-            curve) or ``"f1"`` (maximise F1 along the PR curve). Ties go to the
-            threshold closest to 0.5.
+        method: ``"youden"`` (maximise sensitivity + specificity - 1) or ``"f1"``
+            (maximise F1), over the cuts of the validation scores.
 
     Returns:
-        A threshold in [0, 1]; predict PNEUMONIA when ``p >= threshold``.
+        A threshold in (0, 1); predict PNEUMONIA when ``p >= threshold``
+        (:func:`pneumo_lib.decision.predicted_class`).
+
+    Raises:
+        ValueError: Malformed labels or probabilities, a single class, an unknown method.
     """
     y, prob = _check_pair(y_val, p_val)
     if len(np.unique(y)) < 2:
         raise ValueError("The validation split needs both classes to choose a threshold.")
-    if method == "youden":
-        fpr, tpr, thresholds = skm.roc_curve(y, prob)
-        score = tpr - fpr
-    elif method == "f1":
-        precision, recall, thresholds = skm.precision_recall_curve(y, prob)
-        precision, recall = precision[:-1], recall[:-1]
-        score = np.where(precision + recall > 0, 2 * precision * recall / np.maximum(precision + recall, 1e-12), 0)
-    else:
-        raise ValueError(f"Unknown threshold method {method!r}. Valid: youden, f1.")
-    thresholds = np.clip(thresholds, 0.0, 1.0)  # roc_curve's first threshold is +inf
-    best = np.flatnonzero(np.isclose(score, score.max()))
-    return float(thresholds[best[np.argmin(np.abs(thresholds[best] - 0.5))]])
+    score, low, high = _cut_scores(y, prob, method)
+    best = np.isfinite(score) & np.isclose(score, score.max(), rtol=0.0, atol=1e-9)
+    # Runs of consecutive best cuts: their threshold ranges join into one.
+    edges = np.diff(np.concatenate([[0], best.astype(int), [0]]))
+    starts, stops = np.flatnonzero(edges == 1), np.flatnonzero(edges == -1) - 1
+    lows, highs = low[starts], high[stops]
+    mids = lows + (highs - lows) / 2
+    mids = np.where(mids > lows, mids, highs)  # two adjacent floats: the range's upper end
+    return decision.check_threshold(mids[np.argmin(np.abs(mids - 0.5))])
 
 
 def _count_metrics(tp, fp, fn, tn) -> dict[str, np.ndarray]:
@@ -174,7 +218,8 @@ def bootstrap_ci(
     gives each image's patient (the honest unit when patients have several images, as in
     the Kaggle and phantom test splits), else single images (see :func:`bootstrap_indices`).
     The AUCs come from scikit-learn per resample (resamples with a single class are
-    skipped); the threshold metrics from the resampled confusion counts.
+    skipped); the threshold metrics from the resampled confusion counts, each image's class
+    decided once by :func:`pneumo_lib.decision.predicted_class`.
 
     Args:
         y_true, p: Labels in {0, 1} and P(PNEUMONIA) in [0, 1], ``(N,)``.
@@ -185,12 +230,16 @@ def bootstrap_ci(
 
     Returns:
         ``{metric: (low, high)}`` at the given level (``nan`` bounds if never defined).
+
+    Raises:
+        ValueError: Malformed labels or probabilities, or ``threshold`` outside (0, 1).
     """
     y, prob = _check_pair(y_true, p)
+    called = decision.predicted_class(prob, threshold).astype(bool)  # the one rule, decided once
     samples: dict[str, list[float]] = {m: [] for m in METRICS}
     for idx in bootstrap_indices(y.size, groups, rounds=rounds, seed=seed):
         ys, ps = y[idx], prob[idx]
-        pred, pos = ps >= threshold, ys == 1
+        pred, pos = called[idx], ys == 1
         counts = _count_metrics(
             np.sum(pred & pos), np.sum(pred & ~pos), np.sum(~pred & pos), np.sum(~pred & ~pos))
         for m, v in counts.items():

@@ -7,6 +7,7 @@ import math
 import numpy as np
 import pytest
 
+from pneumo_lib import decision
 from pneumo_lib import evaluation as ev
 
 # Ten test samples, worked by hand at threshold 0.5:
@@ -70,24 +71,137 @@ def test_bad_inputs_are_named():
 
 def test_youden_threshold_on_validation_by_hand():
     # Validation: negatives at .1 .2 .3 .65, positives at .6 .7 .8 .9.
-    # Threshold .6: TPR 1, FPR 1/4 -> J .75; .7: TPR 3/4, FPR 0 -> J .75. Tie -> closest to .5 -> .6.
+    # Thresholds in (.3, .6]: TPR 1, FPR 1/4 -> J .75; in (.6, .65]: TPR 3/4, FPR 1/4 -> J .5;
+    # in (.65, .7]: TPR 3/4, FPR 0 -> J .75. Two best ranges, midpoints .45 and .675:
+    # the one closer to .5 wins -> .45.
     y = [0, 0, 0, 0, 1, 1, 1, 1]
     p = [0.1, 0.2, 0.3, 0.65, 0.6, 0.7, 0.8, 0.9]
-    assert ev.choose_threshold(y, p) == pytest.approx(0.6)
-    # F1: at .6 -> P 4/5 R 1 F1 .889; at .7 -> P 1 R .75 F1 .857 -> .6
-    assert ev.choose_threshold(y, p, method="f1") == pytest.approx(0.6)
+    assert ev.choose_threshold(y, p) == pytest.approx(0.45)
+    # F1: (.3, .6] -> P 4/5 R 1 F1 .889; (.6, .65] -> P 3/4 R 3/4 F1 .75; (.65, .7] -> P 1 R .75
+    # F1 .857 -> the range (.3, .6], midpoint .45.
+    assert ev.choose_threshold(y, p, method="f1") == pytest.approx(0.45)
     with pytest.raises(ValueError, match="both classes"):
         ev.choose_threshold([1, 1], [0.2, 0.3])
 
 
+@pytest.mark.parametrize("method", ["youden", "f1"])
+def test_a_perfectly_separated_validation_split_gets_the_midpoint_of_the_gap(method):
+    # Negatives .05 .2 .31, positives .47 .8 .93: every threshold in (.31, .47] separates them
+    # (J = 1, F1 = 1); the rule returns the gap's midpoint (.31 + .47) / 2 = .39, not .47.
+    y = [0, 0, 0, 1, 1, 1]
+    assert ev.choose_threshold(y, [0.05, 0.2, 0.31, 0.47, 0.8, 0.93], method) == pytest.approx(0.39)
+    # The same order, other scores in the gap: the same rule, (.1 + .9) / 2.
+    assert ev.choose_threshold(y, [0.0, 0.05, 0.1, 0.9, 0.95, 1.0], method) == pytest.approx(0.5)
+
+
+@pytest.mark.parametrize("y, p, expected", [
+    # Saturated scores: the gap (0, 1] -> .5 (scikit-learn's curve would give 1.0 here).
+    ([0, 0, 1, 1], [0.0, 0.0, 1.0, 1.0], 0.5),
+    # Positives at 1.0, negatives at 0 and .1: the gap (.1, 1] -> .55, not 1.0.
+    ([0, 0, 1, 1], [0.0, 0.1, 1.0, 1.0], 0.55),
+    # A negative and a positive at 0: "all PNEUMONIA" needs a threshold <= 0 (refused), so the
+    # best cut is (0, .2] (TPR 1/2, FPR 0, J .5) -> .1, not 0.0.
+    ([0, 1, 1], [0.0, 0.0, 0.2], 0.1),
+    # A score shared by a negative and a positive: thresholds in (.1, .5] give TPR 1, FPR 1/2;
+    # in (.5, .9] TPR 1/2, FPR 0: both J = .5, one range (.1, .9] -> .5.
+    ([0, 0, 1, 1], [0.1, 0.5, 0.5, 0.9], 0.5),
+])
+def test_the_chosen_threshold_is_never_0_or_1_and_the_decision_rule_accepts_it(y, p, expected):
+    for method in ("youden", "f1"):
+        t = ev.choose_threshold(y, p, method)
+        assert 0.0 < t < 1.0 and decision.check_threshold(t) == t
+        if method == "youden":
+            assert t == pytest.approx(expected)
+
+
+def test_unknown_threshold_methods_are_named():
+    with pytest.raises(ValueError, match="Unknown threshold method 'roc'"):
+        ev.choose_threshold([0, 1], [0.2, 0.8], method="roc")
+
+
+def _old_binary_confusion(y, p, threshold):
+    """The rule evaluation applied before it asked decision: ``p >= threshold``, by hand."""
+    pred = np.asarray(p) >= threshold
+    y = np.asarray(y) == 1
+    return [[int(np.sum(~pred & ~y)), int(np.sum(pred & ~y))], [int(np.sum(~pred & y)), int(np.sum(pred & y))]]
+
+
+def _old_bootstrap_ci(y, p, threshold, groups=None, rounds=200, seed=0, level=0.95):
+    """bootstrap_ci as it was, with its own ``ps >= threshold`` (the reference for identity)."""
+    from sklearn import metrics as skm
+
+    y, prob = np.asarray(y), np.asarray(p, dtype=np.float64)
+    samples = {m: [] for m in ev.METRICS}
+    for idx in ev.bootstrap_indices(y.size, groups, rounds=rounds, seed=seed):
+        ys, ps = y[idx], prob[idx]
+        pred, pos = ps >= threshold, ys == 1
+        counts = ev._count_metrics(np.sum(pred & pos), np.sum(pred & ~pos), np.sum(~pred & pos), np.sum(~pred & ~pos))
+        for m, v in counts.items():
+            samples[m].append(float(v))
+        both = pos.any() and (~pos).any()
+        samples["roc_auc"].append(skm.roc_auc_score(ys, ps) if both else math.nan)
+        samples["pr_auc"].append(skm.average_precision_score(ys, ps) if both else math.nan)
+    tail = (1 - level) / 2 * 100
+    out = {}
+    for m in ev.METRICS:
+        v = np.asarray(samples[m])
+        v = v[~np.isnan(v)]
+        out[m] = (float(np.percentile(v, tail)), float(np.percentile(v, 100 - tail))) if v.size else (math.nan, math.nan)
+    return out
+
+
+# The hand example plus three images scored exactly at the threshold 0.35 (one NORMAL, two
+# PNEUMONIA, one of them already in Y/P): at 0.35 they are called PNEUMONIA (the rule is inclusive).
+#   label: 0   0   0   0   0   0   1   1   1    1    0    1
+#   p:     .1  .2  .3  .6  .7  .4  .8  .9  .35  .55  .35  .35
+#   pred:  0   0   0   1   1   1   1   1   1    1    1    1    -> TN 3, FP 4, FN 0, TP 5
+Y_TIE = np.append(Y, [0, 1])
+P_TIE = np.append(P, [0.35, 0.35])
+
+
+def test_binary_metrics_decide_through_the_one_rule_with_identical_numbers(monkeypatch):
+    m = ev.binary_metrics(Y_TIE, P_TIE, 0.35)
+    assert m["confusion"] == [[3, 4], [0, 5]] == _old_binary_confusion(Y_TIE, P_TIE, 0.35)
+    assert m["accuracy"] == pytest.approx(8 / 12) and m["specificity"] == pytest.approx(3 / 7)
+    assert m["recall"] == 1.0 and m["precision"] == pytest.approx(5 / 9)
+    for t in (0.35, 0.5, 0.134, 0.9):  # the hand example's metrics at 0.5 are checked above
+        assert ev.binary_metrics(Y_TIE, P_TIE, t)["confusion"] == _old_binary_confusion(Y_TIE, P_TIE, t)
+    calls = []
+    real = decision.predicted_class
+    monkeypatch.setattr(decision, "predicted_class", lambda p, t: calls.append(t) or real(p, t))
+    assert ev.binary_metrics(Y_TIE, P_TIE, 0.35) == m
+    assert calls == [0.35]
+
+
+def test_bootstrap_intervals_decide_through_the_one_rule_with_identical_numbers(monkeypatch):
+    groups = [f"patient{i // 2}" for i in range(Y_TIE.size)]
+    for t, g in ((0.35, None), (0.35, groups), (0.5, None), (0.55, groups)):
+        assert ev.bootstrap_ci(Y_TIE, P_TIE, t, groups=g, rounds=60, seed=2) == _old_bootstrap_ci(
+            Y_TIE, P_TIE, t, groups=g, rounds=60, seed=2)
+    calls = []
+    real = decision.predicted_class
+    monkeypatch.setattr(decision, "predicted_class", lambda p, t: calls.append(t) or real(p, t))
+    ev.bootstrap_ci(Y_TIE, P_TIE, 0.35, rounds=5)
+    assert calls == [0.35]  # every image decided once by the rule, then resampled
+
+
+@pytest.mark.parametrize("bad", [0.0, 1.0, -0.1, float("nan")])
+def test_metrics_refuse_a_threshold_the_rule_refuses(bad):
+    with pytest.raises(ValueError, match="threshold must be"):
+        ev.binary_metrics(Y, P, bad)
+    with pytest.raises(ValueError, match="threshold must be"):
+        ev.bootstrap_ci(Y, P, bad, rounds=5)
+
+
 def test_the_threshold_comes_from_validation_never_from_test():
-    # Validation separates perfectly at 0.8; on test the best threshold would be 0.3.
+    # Validation separates perfectly in the gap (0.6, 0.8]: threshold 0.7, its midpoint; on
+    # test the best threshold would be 0.3.
     y_val, p_val = [0, 0, 1, 1], [0.5, 0.6, 0.8, 0.9]
     y_test, p_test = [0, 0, 1, 1], [0.1, 0.2, 0.3, 0.4]
     e = ev.evaluate_predictions(y_test, p_test, y_val, p_val, bootstrap_rounds=20)
-    assert e.threshold == pytest.approx(0.8)
+    assert e.threshold == pytest.approx(0.7)
     assert e.threshold_source == "validation (youden)"
-    assert e.metrics["confusion"] == [[2, 0], [2, 0]]  # every test image below 0.8: predicted NORMAL
+    assert e.metrics["confusion"] == [[2, 0], [2, 0]]  # every test image below 0.7: predicted NORMAL
     assert e.metrics["roc_auc"] == pytest.approx(1.0)  # ranking is threshold-free
     assert e.val_metrics["accuracy"] == pytest.approx(1.0)
     fixed = ev.evaluate_predictions(y_test, p_test, threshold=0.25, bootstrap_rounds=20)

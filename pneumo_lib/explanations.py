@@ -2,7 +2,14 @@
 
 :func:`explain` predicts an image by the project's rule (:mod:`pneumo_lib.decision`: PNEUMONIA
 when P(PNEUMONIA) >= the model's threshold) and explains that class with a CAM method of
-:mod:`pneumo_lib.cam`; :func:`explanation_figure` draws it with matplotlib and
+:mod:`pneumo_lib.cam`. It also works out the *calibrated* P(PNEUMONIA) that the explorer and
+the app show: ``sigmoid(logit / T)`` with the temperature ``T`` fitted on the validation split
+and stored in the model card (:func:`pneumo_lib.calibration.calibrate`,
+:func:`pneumo_lib.decision.calibrated_pneumonia_probability`); a model without a fitted
+temperature has ``T = 1`` and is shown as *uncalibrated*. Temperature scaling is monotone, so
+the predicted class (the rule on the raw probability) is the one the calibrated probability
+gives at the calibrated threshold (:func:`pneumo_lib.decision.calibrated_threshold`).
+:func:`explanation_figure` draws an explanation with matplotlib and
 :func:`png_bytes` encodes images for a page. The ipywidgets views of :mod:`pneumo_lib.widgets`
 are built on these functions; this module imports neither ipywidgets nor a browser.
 """
@@ -40,7 +47,12 @@ class Explanation:
         overlay: The heatmap blended over the image, ``uint8 (S, S, 3)``.
         method: CAM function name (a value of :data:`METHODS`).
         layer: Name of the explained layer, or ``None`` for the method's default.
-        threshold: Probability at or above which the prediction is PNEUMONIA, in (0, 1).
+        threshold: Probability at or above which the prediction is PNEUMONIA, in (0, 1), on the
+            scale of ``probability`` (the model's own, uncalibrated one).
+        temperature: The model's temperature ``T > 0`` (:func:`pneumo_lib.decision.model_temperature`);
+            1.0 when the model card holds no fitted temperature (uncalibrated).
+        calibrated_probability: ``sigmoid(logit / T)`` in ``[0, 1]``, the probability shown;
+            ``None`` when ``T = 1`` (then it is ``probability``).
     """
 
     image: np.ndarray
@@ -50,6 +62,32 @@ class Explanation:
     method: str
     layer: str | None
     threshold: float = decision.DEFAULT_THRESHOLD
+    temperature: float = decision.DEFAULT_TEMPERATURE
+    calibrated_probability: float | None = None
+
+    @property
+    def calibrated(self) -> bool:
+        """Whether the shown probability is temperature-scaled (the model has a fitted ``T``, not 1)."""
+        return self.temperature != decision.DEFAULT_TEMPERATURE
+
+    @property
+    def shown_probability(self) -> float:
+        """The P(PNEUMONIA) a reader sees, in ``[0, 1]``: calibrated when :attr:`calibrated`, else the model's."""
+        return self.probability if self.calibrated_probability is None else self.calibrated_probability
+
+    @property
+    def shown_threshold(self) -> float:
+        """The decision threshold on the scale of :attr:`shown_probability`, in (0, 1).
+
+        :func:`pneumo_lib.decision.calibrated_threshold`: ``sigmoid(logit(threshold) / T)``, so
+        ``shown_probability >= shown_threshold`` exactly when ``probability >= threshold``.
+        """
+        return decision.calibrated_threshold(threshold=self.threshold, temperature=self.temperature)
+
+    def calibration_note(self) -> str:
+        """What the shown probability is, e.g. ``"calibrated: temperature scaling, T = 1.52"``
+        or ``"uncalibrated: the model card holds no fitted temperature"``."""
+        return calibration_note(self.temperature)
 
     @property
     def predicted(self) -> int:
@@ -61,9 +99,61 @@ class Explanation:
         """Predicted class name, ``"NORMAL"`` or ``"PNEUMONIA"``."""
         return CLASSES[self.predicted]
 
-    def summary(self) -> str:
-        """One line, e.g. ``"PNEUMONIA (probability of pneumonia 0.93)"``."""
-        return f"{self.label} (probability of pneumonia {self.probability:.2f})"
+    def summary(self, calibration: bool = False) -> str:
+        """One line, e.g. ``"PNEUMONIA (probability of pneumonia 0.93)"``.
+
+        The probability is :attr:`shown_probability` (calibrated when the model has a
+        temperature). With ``calibration=True`` the line says which it is:
+        ``"PNEUMONIA (probability of pneumonia 0.93; calibrated: temperature scaling, T = 1.52)"``.
+        """
+        note = f"; {self.calibration_note()}" if calibration else ""
+        return f"{self.label} (probability of pneumonia {self.shown_probability:.2f}{note})"
+
+
+def calibration_note(temperature: float) -> str:
+    """How a probability of a model with temperature ``T`` (> 0) is to be read, one phrase.
+
+    ``T = 1`` (:data:`pneumo_lib.decision.DEFAULT_TEMPERATURE`, what a model whose card holds
+    no fitted temperature carries) gives ``"uncalibrated: the model card holds no fitted
+    temperature"``; any other ``T`` gives ``"calibrated: temperature scaling, T = <T:.2f>"``.
+
+    Raises:
+        ValueError: ``temperature`` is not a positive number.
+    """
+    from pneumo_lib.calibration import check_temperature
+
+    T = check_temperature(temperature)
+    if T == decision.DEFAULT_TEMPERATURE:
+        return "uncalibrated: the model card holds no fitted temperature"
+    return f"calibrated: temperature scaling, T = {T:.2f}"
+
+
+def calibrated_probabilities(model, images: np.ndarray, raw: np.ndarray | None = None,
+                             batch_size: int = 64) -> np.ndarray:
+    """Calibrated P(PNEUMONIA) of a stack of images: ``sigmoid(logit / T)`` with the model's ``T``.
+
+    Args:
+        model: A model built by :mod:`pneumo_lib.models` (its pre-activation layer is named
+            ``"logits"``), carrying its card's temperature (:func:`pneumo_lib.decision.model_temperature`).
+        images: ``float32 (N, S, S, C)`` in ``[0, 1]``.
+        raw: The model's own P(PNEUMONIA) ``(N,)`` if already computed: returned
+            as they are when the model has no temperature (``T = 1``), saving a forward pass.
+        batch_size: Images per forward pass.
+
+    Returns:
+        ``float64 (N,)`` in ``[0, 1]``; the model's own probabilities when ``T = 1``.
+
+    Raises:
+        ValueError: The model has a temperature but no layer named ``"logits"``.
+    """
+    from pneumo_lib import calibration
+
+    if decision.model_temperature(model) == decision.DEFAULT_TEMPERATURE:
+        if raw is not None:
+            return np.asarray(raw, dtype=np.float64)
+        return probabilities(model, images, batch_size=batch_size)
+    scores = calibration.model_logits(model, np.asarray(images, dtype=np.float32), batch_size=batch_size)
+    return decision.calibrated_pneumonia_probability(model, scores)
 
 
 def probabilities(model, images: np.ndarray, batch_size: int = 64) -> np.ndarray:
@@ -95,7 +185,8 @@ def explain(model, image: np.ndarray, *, method: str = "grad_cam", layer: str | 
             :func:`pneumo_lib.decision.model_threshold`) or a probability in (0, 1).
 
     Returns:
-        An :class:`Explanation`.
+        An :class:`Explanation`, with the model's temperature and, when it is not 1, the
+        calibrated probability (:func:`calibrated_probabilities`).
 
     Raises:
         ValueError: Unknown method, an image that is not ``(S, S, C)`` in ``[0, 1]``, or a bad threshold.
@@ -108,8 +199,11 @@ def explain(model, image: np.ndarray, *, method: str = "grad_cam", layer: str | 
     cut = decision.model_threshold(model, threshold)
     labels, class_probabilities = cam.predict(model, image[None], threshold=cut)
     heatmap = getattr(cam, method)(model, image[None], layer=layer, class_index=int(labels[0]))[0]
-    return Explanation(image, float(class_probabilities[0, 1]), heatmap, cam.overlay(image, heatmap, alpha=alpha),
-                       method, layer, cut)
+    T = decision.model_temperature(model)
+    raw = float(class_probabilities[0, 1])
+    calibrated = None if T == decision.DEFAULT_TEMPERATURE else float(calibrated_probabilities(model, image[None])[0])
+    return Explanation(image, raw, heatmap, cam.overlay(image, heatmap, alpha=alpha), method, layer, cut,
+                       T, calibrated)
 
 
 def png_bytes(image: np.ndarray, size: int = DISPLAY_SIZE) -> bytes:

@@ -11,9 +11,21 @@ the prediction by the project's rule (:mod:`pneumo_lib.decision`), the heatmap f
 * :class:`AppView`, the page ``pneumo serve`` shows: upload a chest X-ray, get the
   prediction, its probability, the overlay and a download of the overlay.
 
+Both show the **calibrated** P(PNEUMONIA) when the model card holds a fitted temperature
+(``sigmoid(logit / T)``, :func:`pneumo_lib.explanations.explain`) and say on the result line
+which it is ("calibrated: temperature scaling, T = 1.52" or "uncalibrated: the model card
+holds no fitted temperature"); the predicted class is the one rule's
+(:mod:`pneumo_lib.decision`), whatever is shown.
+
+Every upload is also checked for looking like a chest radiograph
+(:func:`pneumo_lib.uploads.upload_radiograph_check`): one that does not (a 1 x 1 image,
+noise, a colour photograph) gets a warning box above its result, "This does not look like a
+chest X-ray", with the reasons, and its result line is dimmed; a multi-frame DICOM gets the
+:class:`pneumo_lib.data.FramesWarning` (only the first frame is used) in the same box.
+
 Both show results through :class:`ResultPane`, whose HTML carries stable CSS classes
-(``pneumo-result``, ``pneumo-overlay``, ``pneumo-download``, ``pneumo-error``) that
-the browser test looks for. Uploads go through :mod:`pneumo_lib.uploads`. The pure
+(``pneumo-result``, ``pneumo-overlay``, ``pneumo-download``, ``pneumo-error``,
+``pneumo-warning``) that the browser test looks for. Uploads go through :mod:`pneumo_lib.uploads`. The pure
 functions (:func:`explain`, :class:`Explanation`, :func:`probabilities`, :func:`png_bytes`,
 :func:`layer_options`, :func:`explanation_figure`, :data:`METHODS`) live in
 :mod:`pneumo_lib.explanations` and are importable from here too.
@@ -24,6 +36,7 @@ from __future__ import annotations
 import html
 import os
 import re
+import warnings
 from typing import Mapping, Sequence
 
 import ipywidgets as W
@@ -36,30 +49,68 @@ from pneumo_lib.explanations import (DISPLAY_SIZE, METHODS, Explanation, data_ur
 
 __all__ = [
     "METHODS", "DISPLAY_SIZE", "Explanation", "explain", "probabilities", "png_bytes", "layer_options",
-    "explanation_figure", "ResultPane", "AppView", "Explorer", "app_from_environment",
+    "explanation_figure", "ResultPane", "AppView", "Explorer", "app_from_environment", "decision_note",
+    "upload_warnings", "NOT_XRAY_WARNING",
 ]
 
 #: Widget style: labels as wide as their text (not cut to "CAM met...").
 _STYLE = {"description_width": "initial"}
+#: The heading of the warning an upload that fails :func:`pneumo_lib.uploads.radiograph_check` gets.
+NOT_XRAY_WARNING = "This does not look like a chest X-ray"
+_WARNING_STYLE = ("border:2px solid #b26a00;background:#fff4e5;color:#5c3700;padding:6px 10px;"
+                  "margin:4px 0;border-radius:4px")
+
+
+def upload_warnings(not_xray: Sequence[str] = (), frames: Sequence[str] = ()) -> list[str]:
+    """The warnings shown with an upload's result, as plain sentences (empty: none).
+
+    Args:
+        not_xray: Reasons from :func:`pneumo_lib.uploads.upload_radiograph_check` (empty:
+            it looks like a chest radiograph). Any reason gives one warning that starts with
+            :data:`NOT_XRAY_WARNING` and lists them all.
+        frames: Messages of :class:`pneumo_lib.data.FramesWarning` (multi-frame DICOM: only
+            the first frame is used), one warning each.
+
+    Returns:
+        Warnings in display order (the not-an-X-ray one first).
+    """
+    shown = []
+    if not_xray:
+        shown.append(f"{NOT_XRAY_WARNING}, so the model's answer below means nothing for it: "
+                     + " ".join(str(r) for r in not_xray))
+    shown.extend(str(f) for f in frames)
+    return shown
 
 
 class ResultPane(W.VBox):
-    """Where an explanation (or an error) is shown: summary line, images, download link."""
+    """Where an explanation (or an error) is shown: warnings, summary line, images, download link."""
 
     def __init__(self) -> None:
+        self.warning = W.HTML()
         self.summary = W.HTML()
         self.pictures = W.HTML()
-        super().__init__([self.summary, self.pictures])
+        super().__init__([self.warning, self.summary, self.pictures])
 
-    def show(self, explanation: Explanation, name: str, detail: str = "") -> None:
-        """Show an explanation of the image called ``name`` (shown, HTML-escaped)."""
+    def show(self, explanation: Explanation, name: str, detail: str = "", warnings: Sequence[str] = ()) -> None:
+        """Show an explanation of the image called ``name`` (shown, HTML-escaped).
+
+        Args:
+            explanation: What :func:`explain` returned.
+            name: The image's name as the user knows it.
+            detail: Text appended to the result line (e.g. ``" (uploaded)"``).
+            warnings: Sentences shown in a warning box (``pneumo-warning``) above the result
+                (:func:`upload_warnings`); with any, the result line is dimmed
+                (``pneumo-doubtful``).
+        """
         safe = html.escape(name)
         method = next(k for k, v in METHODS.items() if v == explanation.method)
         overlay = data_uri(png_bytes(explanation.overlay))
         download = f"{os.path.splitext(name)[0] or 'image'}-{explanation.method}.png"
+        self.show_warnings(warnings)
+        doubtful = ' pneumo-doubtful" style="opacity:0.55' if warnings else ""
         self.summary.value = (
-            f'<div class="pneumo-result"><b>{safe}</b>: {html.escape(explanation.summary())}'
-            f"{html.escape(detail)}</div>")
+            f'<div class="pneumo-result{doubtful}"><b>{safe}</b>: '
+            f"{html.escape(explanation.summary(calibration=True))}{html.escape(detail)}</div>")
         self.pictures.value = (
             '<div style="display:flex;gap:12px;flex-wrap:wrap">'
             f'<figure style="margin:0"><img class="pneumo-input" alt="model input: {safe}" '
@@ -70,18 +121,31 @@ class ResultPane(W.VBox):
             f'<a class="pneumo-download" download="{html.escape(download)}" href="{overlay}">'
             "Download the overlay (PNG)</a>")
 
+    def show_warnings(self, warnings: Sequence[str] = ()) -> None:
+        """Show ``warnings`` (plain sentences, HTML-escaped) in the warning box; none: hide it."""
+        self.warning.value = "".join(
+            f'<div class="pneumo-warning" role="alert" style="{_WARNING_STYLE}">&#9888; {html.escape(w)}</div>'
+            for w in warnings)
+
     @property
     def text(self) -> str:
         """The summary line as plain text (what a reader sees), e.g. for printing from code."""
         return html.unescape(re.sub(r"<[^>]+>", "", self.summary.value))
 
+    @property
+    def warning_text(self) -> str:
+        """The warnings as plain text (``""`` when there are none)."""
+        return html.unescape(re.sub(r"<[^>]+>", "", self.warning.value.replace("</div><div", "</div>\n<div")))
+
     def show_error(self, message: str) -> None:
         """Replace any result with a readable error message."""
+        self.warning.value = ""
         self.summary.value = f'<div class="pneumo-error" style="color:#b00020">{html.escape(message)}</div>'
         self.pictures.value = ""
 
     def show_note(self, text: str) -> None:
         """Replace any result with a neutral message (``pneumo-note``)."""
+        self.warning.value = ""
         self.summary.value = f'<div class="pneumo-note">{html.escape(text)}</div>'
         self.pictures.value = ""
 
@@ -119,8 +183,10 @@ class _ExplainerView(W.VBox):
 
     def _setup(self, threshold: float | None) -> None:
         self.threshold = None if threshold is None else decision.check_threshold(threshold)
+        #: The warnings of the last upload (:func:`upload_warnings`), empty for test-split images.
+        self.warnings: list[str] = []
         self.current: Explanation | None = None
-        self._image: tuple[str, np.ndarray, str] | None = None
+        self._image: tuple[str, np.ndarray, str, tuple[str, ...]] | None = None
         self.upload.observe(self._on_upload, names="value")
         for control in (self.method, self.opacity):
             control.observe(self._redraw, names="value")
@@ -136,38 +202,59 @@ class _ExplainerView(W.VBox):
         (:func:`pneumo_lib.decision.model_threshold`: its card's, else 0.5)."""
         return decision.model_threshold(self._model(), self.threshold)
 
-    def show_image(self, name: str, image: np.ndarray, detail: str = "") -> Explanation | None:
+    def show_image(self, name: str, image: np.ndarray, detail: str = "",
+                   warnings: Sequence[str] = ()) -> Explanation | None:
         """Explain ``image`` (``float32 (S, S, C)`` in ``[0, 1]``) and show it as ``name``.
+
+        ``warnings`` (plain sentences) are shown above the result, and again on every redraw.
 
         Returns:
             The explanation, or ``None`` if it failed (the error is shown instead).
         """
-        self._image = (name, image, detail)
+        self._image = (name, image, detail, tuple(warnings))
+        self.warnings = list(warnings)
         return self._redraw()
 
     def explain_upload(self, upload: uploads.Upload) -> Explanation | None:
-        """Read, explain and show an upload; a refused or unreadable one shows an error.
+        """Read, check, explain and show an upload; a refused or unreadable one shows an error.
+
+        The upload is read as the pipeline reads a file (:func:`pneumo_lib.uploads.read_upload`)
+        and checked with :func:`pneumo_lib.uploads.upload_radiograph_check`; an upload that
+        does not look like a chest X-ray, or a multi-frame DICOM (its
+        :class:`pneumo_lib.data.FramesWarning`), is explained with a warning above the result
+        (:func:`upload_warnings`; the warnings are in :attr:`warnings`).
 
         Returns:
             The explanation, or ``None`` when the upload was refused (the page says why).
         """
+        from pneumo_lib.data import FramesWarning
+
         self.result.show_note(f"Explaining {upload.name}...")
         self._image = self.current = None
+        self.warnings = []
         try:
             size, channels = _input_shape(self._model())
-            image = uploads.read_upload(upload, size, channels)
+            with warnings.catch_warnings(record=True) as caught:
+                warnings.simplefilter("always", FramesWarning)
+                image = uploads.read_upload(upload, size, channels)
+            frames = [str(w.message) for w in caught if issubclass(w.category, FramesWarning)]
+            for w in caught:
+                if not issubclass(w.category, FramesWarning):
+                    warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
+            not_xray = uploads.upload_radiograph_check(upload)
         except uploads.UploadError as err:
             self.result.show_error(f"Could not explain {upload.name}: {err}")
             return None
         except Exception as err:  # keep serving, whatever the file did
             self.result.show_error(f"Could not explain {upload.name}: unexpected {type(err).__name__}: {err}")
             return None
-        return self.show_image(upload.name, image, " (uploaded)")
+        self.warnings = upload_warnings(not_xray, frames)
+        return self.show_image(upload.name, image, " (uploaded)", self.warnings)
 
     def _redraw(self, change=None) -> Explanation | None:
         if self._image is None:
             return None
-        name, image, detail = self._image
+        name, image, detail, shown_warnings = self._image
         try:
             self.current = explain(self._model(), image, method=self.method.value, layer=self._layer(),
                                    alpha=self.opacity.value, threshold=self.decision_threshold())
@@ -175,7 +262,7 @@ class _ExplainerView(W.VBox):
             self.current = None
             self.result.show_error(f"Could not explain {name}: {type(err).__name__}: {err}")
             return None
-        self.result.show(self.current, name, detail)
+        self.result.show(self.current, name, detail, shown_warnings)
         return self.current
 
     def _on_upload(self, change) -> None:
@@ -229,8 +316,33 @@ def app_from_environment() -> AppView:
     size, channels = _input_shape(model)
     explain(model, np.zeros((size, size, channels), np.float32))
     threshold = app.decision_threshold(path)
-    note += f" Decision threshold: probability of pneumonia >= {threshold:.2f}."
+    note += " " + decision_note(model, threshold)
     return AppView(model, note, threshold=threshold)
+
+
+def decision_note(model, threshold: float | None = None) -> str:
+    """The sentences the app's page shows about the model's decision threshold and calibration.
+
+    Args:
+        model: The served model (its temperature: :func:`pneumo_lib.decision.model_temperature`).
+        threshold: The decision threshold on the model's own probability, in (0, 1); None:
+            the model's (:func:`pneumo_lib.decision.model_threshold`).
+
+    Returns:
+        Without a fitted temperature: ``"Decision threshold: probability of pneumonia >= 0.50.
+        Probabilities are uncalibrated: the model card holds no fitted temperature."``. With
+        one, the threshold on the calibrated scale (the same decisions,
+        :func:`pneumo_lib.decision.calibrated_threshold`), the card's threshold and ``T``.
+    """
+    cut = decision.model_threshold(model, threshold)
+    T = decision.model_temperature(model)
+    if T == decision.DEFAULT_TEMPERATURE:
+        return (f"Decision threshold: probability of pneumonia >= {cut:.2f}. "
+                "Probabilities are uncalibrated: the model card holds no fitted temperature.")
+    shown = decision.calibrated_threshold(model, cut)
+    return (f"Decision threshold: calibrated probability of pneumonia >= {shown:.2f} "
+            f"({cut:.2f} before calibration, chosen on the validation split). Probabilities are "
+            f"calibrated by temperature scaling (T = {T:.2f}, fitted on the validation split).")
 
 
 class Explorer(_ExplainerView):

@@ -130,8 +130,11 @@ def test_app_view_shows_prediction_overlay_and_download(model, test_set):
     view = widgets.AppView(model, "Model: the detector.")
     disc = (test_set[0][0, ..., 0] * 255).astype(np.uint8)
     e = view.explain_upload(uploads.Upload("scan.png", png_bytes(disc)))
+    # A 32 x 32 disc is no radiograph: the result line is dimmed under the warning box.
     assert view.result.summary.value == (
-        f'<div class="pneumo-result"><b>scan.png</b>: {e.summary()} (uploaded)</div>')
+        '<div class="pneumo-result pneumo-doubtful" style="opacity:0.55"><b>scan.png</b>: '
+        f'{e.summary()[:-1]}; uncalibrated: the model card holds no fitted temperature) (uploaded)</div>')
+    assert view.result.warning_text.startswith("\u26a0 This does not look like a chest X-ray")
     assert _overlay_png(view.result).size == (widgets.DISPLAY_SIZE, widgets.DISPLAY_SIZE)
     assert 'download="scan-grad_cam.png"' in view.result.pictures.value
     view.method.value = "grad_cam_plus_plus"  # redraws the same upload

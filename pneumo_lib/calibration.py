@@ -474,3 +474,95 @@ def _write_card(model_path: Path, card: dict[str, Any]) -> None:
     from pneumo_lib import training
 
     training._write_json_atomic(training.card_path(model_path), card)  # as save_model writes cards
+
+
+# --------------------------------------------------------------------------- a model file (pneumo evaluate --calibration)
+
+
+def file_report(model_path: Any, data_dir: Any, *, profile: Any = None, bins: int = DEFAULT_BINS,
+                store: bool = False) -> dict[str, Any]:
+    """Calibration of a saved model on a dataset folder's test split (``pneumo evaluate --calibration``).
+
+    The temperature is fitted on the folder's **validation** split (:func:`calibrate`, the
+    split :func:`pneumo_lib.experiments.evaluate_file` makes with the same seed); the test
+    split's probabilities are scored before (``T = 1``) and after temperature scaling with
+    :func:`summary`: ECE with its percentile bootstrap interval over **patients**, MCE,
+    Brier score and NLL. The split seed and bootstrap rounds come from ``profile`` or the
+    model card's profile (quick without a card), the image size from the model.
+
+    Args:
+        model_path: A ``.keras`` file with its model card beside it (or none).
+        data_dir: A dataset folder in the Kaggle layout.
+        profile: A profile name or :class:`~pneumo_lib.profiles.Profile`; None: the card's.
+        bins: Equal-width bins of the ECE and MCE (a positive integer).
+        store: Also write the fitted temperature into the model card
+            (``card["calibration"]``), so that the app, the explorer and every other consumer
+            of the model show calibrated probabilities.
+
+    Returns:
+        ``{"temperature", "fitted_on", "validation_images", "validation_nll_before",
+        "validation_nll_after", "split", "images", "patients", "bins", "bootstrap_rounds",
+        "seed", "stored", "before", "after"}``, where ``before`` and ``after`` are
+        :func:`summary` dictionaries (``ece``, ``ece_low``, ``ece_high``, ``mce``, ``brier``,
+        ``nll``; all in [0, 1] but the NLL, which is >= 0).
+
+    Raises:
+        FileNotFoundError, pneumo_lib.training.ModelFileError: No model file, or a bad one.
+        ValueError: Bad ``bins``, a model without a ``"logits"`` layer, or a validation split
+            the temperature cannot be fitted on (one class only, perfectly separated).
+    """
+    from pneumo_lib import data, experiments, training
+    from pneumo_lib.profiles import Profile, get_profile
+
+    bins = _check_bins(bins)
+    model = training.load_model(model_path)
+    card = training.read_card(model_path)
+    if profile is None:
+        values = card.get("profile_values")
+        P = Profile(**values) if values else get_profile("quick")
+    else:
+        P = profile if isinstance(profile, Profile) else get_profile(profile)
+    size, channels = int(model.input_shape[1]), int(model.input_shape[-1])
+    P = get_profile(P, image_size=size)
+    folder = experiments.resolve_data_folder(data_dir)
+    manifest = data.make_splits(folder, seed=P.seed, save=False)
+    run = experiments.CachedModel(model, Path(model_path), card)
+    fit = calibrate(run, manifest, P, refit=True, write_card=bool(store))
+    T = fit["temperature"]
+    x, y = data.load_split(manifest, "test", P.image_size, channels=channels)
+    z = model_logits(model, x)
+    groups = manifest.patients("test")
+    scored = {key: summary(y, apply_temperature(z, t), groups=groups, bins=bins, rounds=P.bootstrap_rounds,
+                           seed=P.seed)
+              for key, t in (("before", 1.0), ("after", T))}
+    return {
+        "temperature": T, "fitted_on": fit["fitted_on"], "validation_images": fit["images"],
+        "validation_nll_before": fit["nll_before"], "validation_nll_after": fit["nll_after"],
+        "split": "test", "images": int(len(y)), "patients": int(len(set(groups))), "bins": bins,
+        "bootstrap_rounds": int(P.bootstrap_rounds), "seed": int(P.seed), "stored": bool(store), **scored,
+    }
+
+
+def format_report(report: dict[str, Any]) -> list[str]:
+    """:func:`file_report` as the lines ``pneumo evaluate --calibration`` prints (4 decimals)."""
+    b, a = report["before"], report["after"]
+    lines = [
+        f"calibration on the {report['split']} split ({report['images']} images of {report['patients']} patients, "
+        f"{report['bins']} equal-width bins; 95% CI: patient bootstrap, {report['bootstrap_rounds']} rounds):",
+        f"  fitted temperature  T = {report['temperature']:.4f} (on the {report['fitted_on']} split, "
+        f"{report['validation_images']} images; its NLL {report['validation_nll_before']:.4f} -> "
+        f"{report['validation_nll_after']:.4f})",
+        f"  {'':>6}  {'before temperature scaling':<34}  after temperature scaling",
+    ]
+    for key, title in (("ece", "ECE"), ("mce", "MCE"), ("brier", "Brier"), ("nll", "NLL")):
+        cells = []
+        for s in (b, a):
+            cell = f"{s[key]:.4f}"
+            if key == "ece":
+                cell += f"  95% CI [{s['ece_low']:.4f}, {s['ece_high']:.4f}]"
+            cells.append(cell)
+        lines.append(f"  {title:>6}  {cells[0]:<34}  {cells[1]}")
+    if report["stored"]:
+        lines.append("  the temperature is stored in the model card: the app and the explorer show "
+                     "calibrated probabilities")
+    return lines

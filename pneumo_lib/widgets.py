@@ -50,7 +50,7 @@ from pneumo_lib.explanations import (DISPLAY_SIZE, METHODS, Explanation, data_ur
 __all__ = [
     "METHODS", "DISPLAY_SIZE", "Explanation", "explain", "probabilities", "png_bytes", "layer_options",
     "explanation_figure", "ResultPane", "AppView", "Explorer", "app_from_environment", "decision_note",
-    "upload_warnings", "NOT_XRAY_WARNING",
+    "upload_warnings", "NOT_XRAY_WARNING", "upload_size_guard", "upload_size_guard_html",
 ]
 
 #: Widget style: labels as wide as their text (not cut to "CAM met...").
@@ -90,6 +90,11 @@ class ResultPane(W.VBox):
         self.summary = W.HTML()
         self.pictures = W.HTML()
         super().__init__([self.warning, self.summary, self.pictures])
+        # Found by the page's upload size guard (upload_size_guard_html), which replaces a
+        # result with its message when it refuses a file in the browser.
+        self.add_class("pneumo-pane")
+        for part, name in ((self.warning, "warnings"), (self.summary, "summary"), (self.pictures, "pictures")):
+            part.add_class(f"pneumo-{name}")
 
     def show(self, explanation: Explanation, name: str, detail: str = "", warnings: Sequence[str] = ()) -> None:
         """Show an explanation of the image called ``name`` (shown, HTML-escaped).
@@ -148,6 +153,90 @@ class ResultPane(W.VBox):
         self.warning.value = ""
         self.summary.value = f'<div class="pneumo-note">{html.escape(text)}</div>'
         self.pictures.value = ""
+
+
+_GUARD_SCRIPT = """<script>
+(function () {
+  if (window.pneumoUploadGuard) { window.pneumoUploadGuard.limit = %(limit)d; return; }
+  var guard = window.pneumoUploadGuard = {limit: %(limit)d, button: null};
+  function show(message) {
+    var root = guard.button, pane = null;
+    while (root && !(pane = root.querySelector('.pneumo-pane'))) { root = root.parentElement; }
+    pane = pane || document.querySelector('.pneumo-pane');
+    var summary = null;
+    ['summary', 'warnings', 'pictures'].forEach(function (k) {
+      var el = pane && pane.querySelector('.pneumo-' + k + ' .widget-html-content');
+      if (el) { el.innerHTML = ''; if (k === 'summary') { summary = el; } }
+    });
+    var box = document.createElement('div');
+    box.className = 'pneumo-error pneumo-upload-refused';
+    box.setAttribute('role', 'alert');
+    box.style.color = '#b00020';
+    box.textContent = message;
+    if (summary) { summary.appendChild(box); } else { document.body.appendChild(box); }
+  }
+  function checkSize(event) {
+    var input = event.target;
+    var big = Array.prototype.filter.call(input.files || [], function (f) { return f.size > guard.limit; });
+    if (!big.length) { return; }
+    event.stopImmediatePropagation();  // the upload widget's own listener never reads or sends it
+    var f = big[0], mb = (f.size / 1048576).toFixed(1);
+    show('Could not explain ' + f.name + ': ' + f.name + ' is ' + mb + ' MB; the limit is ' +
+         Math.round(guard.limit / 1048576) + ' MB. Downscale or compress the image first. ' +
+         '(Refused in the browser: nothing was sent.)');
+    input.value = '';
+  }
+  document.addEventListener('click', function (event) {
+    var button = event.target && event.target.closest && event.target.closest('.widget-upload');
+    if (button) { guard.button = button; }
+  }, true);
+  // The upload widget's file input is never attached to the page, so its change event cannot be
+  // caught on the document: a capture listener is added to every file input the page opens
+  // (capture listeners on the target run before the widget's own).
+  var click = HTMLInputElement.prototype.click;
+  HTMLInputElement.prototype.click = function () {
+    if (this.type === 'file' && !this.pneumoGuarded) {
+      this.pneumoGuarded = true;
+      this.addEventListener('change', checkSize, true);
+    }
+    return click.apply(this, arguments);
+  };
+})();
+</script>"""
+
+
+def upload_size_guard_html(limit: int = uploads.MAX_UPLOAD_BYTES) -> str:
+    """A ``<script>`` that refuses files over ``limit`` bytes in the browser, before sending them.
+
+    Without it, a file larger than the server's websocket message limit (64 MiB,
+    :data:`pneumo_lib.app.WEBSOCKET_MAX_BYTES`) never reaches the kernel: the connection
+    drops and the page silently keeps the previous result. The script listens (capture
+    phase, before the upload widget's own listener) for a file chosen in any file input the
+    page opens; a file over ``limit`` is not read or sent, the input is reset, and the result pane
+    (:class:`ResultPane`, CSS class ``pneumo-pane``) is replaced by a ``pneumo-error``
+    message in the words the kernel uses ("<name> is 21.0 MB; the limit is 20 MB ...").
+    Smaller files pass untouched. The app notebook displays it once (Voila renders the
+    notebook's outputs as trusted, so the script runs); displaying it again only updates the limit.
+
+    Args:
+        limit: Largest file accepted, in bytes (default :data:`pneumo_lib.uploads.MAX_UPLOAD_BYTES`).
+
+    Returns:
+        The HTML text.
+
+    Raises:
+        ValueError: ``limit`` is not a positive integer.
+    """
+    if isinstance(limit, bool) or not isinstance(limit, (int, np.integer)) or limit < 1:
+        raise ValueError(f"limit must be a positive number of bytes, got {limit!r}.")
+    return _GUARD_SCRIPT % {"limit": int(limit)}
+
+
+def upload_size_guard(limit: int = uploads.MAX_UPLOAD_BYTES):
+    """:func:`upload_size_guard_html` as an ``IPython.display.HTML`` object, for ``display(...)``."""
+    from IPython.display import HTML
+
+    return HTML(upload_size_guard_html(limit))
 
 
 def _method_picker() -> W.Dropdown:

@@ -59,7 +59,7 @@ def library(server):
     def answer(name: str, content: bytes) -> str:
         image = uploads.read_upload(uploads.Upload(name, content), size, channels)
         explanation = widgets.explain(model, image, threshold=threshold)
-        return f"{name}: {explanation.summary()} (uploaded)"
+        return f"{name}: {explanation.summary(calibration=True)} (uploaded)"
 
     test_dir = data.ensure_dataset("quick") / "test"
     confident = {}
@@ -134,18 +134,13 @@ def test_page_says_which_model_answers(page):
     note = page.inner_text(".pneumo-model-note")
     assert "quick-profile scratch CNN" in note and "phantom" in note
     assert "Decision threshold" in note
+    assert "Probabilities are uncalibrated" in note or "Probabilities are calibrated by temperature scaling" in note
 
 
 def test_phantom_and_kaggle_uploads_show_prediction_and_overlay(page, library, capsys):
-    from pneumo_lib import paths
-    from pneumo_lib.data.sample import download_sample
-
     answer, confident = library
     phantom = confident["PNEUMONIA"][0]
-    sample_dir = paths.dataset_dir("sample")
-    if not sample_dir.is_dir():
-        download_sample()
-    kaggle = sample_dir / "val" / "PNEUMONIA" / "person1946_bacteria_4874.jpeg"
+    kaggle = _kaggle_xray()
     times = {}
     for path in (phantom, kaggle):
         text, seconds = _upload(page, path.name, path.read_bytes())
@@ -169,6 +164,47 @@ def test_bad_uploads_get_readable_errors_and_the_page_keeps_serving(page, librar
     assert "not a JPEG, PNG or DICOM" in _upload_error(page, "notes.txt", b"hello")
     text, _ = _upload(page, "again.jpeg", jpeg)
     assert text == answer("again.jpeg", jpeg)
+
+
+def _kaggle_xray():
+    from pneumo_lib import paths
+    from pneumo_lib.data.sample import download_sample
+
+    sample_dir = paths.dataset_dir("sample")
+    if not sample_dir.is_dir():
+        download_sample()
+    return sample_dir / "val" / "PNEUMONIA" / "person1946_bacteria_4874.jpeg"
+
+
+def test_uploads_that_are_not_chest_xrays_are_answered_only_under_a_warning(page, library):
+    answer, _ = library
+    dot = png_bytes(np.full((1, 1), 128, np.uint8))
+    noise = png_bytes(np.random.default_rng(0).integers(0, 256, (256, 256), dtype=np.uint8))
+    for name, content, reason in (("dot.png", dot, "It is too small for a radiograph (1x1 px"),
+                                  ("noise.png", noise, "It looks like noise, not anatomy")):
+        text, _ = _upload(page, name, content)
+        assert text == answer(name, content)
+        assert page.is_visible(".pneumo-warning")
+        warning = page.inner_text(".pneumo-warning")
+        assert "This does not look like a chest X-ray" in warning and reason in warning, warning
+    kaggle = _kaggle_xray()
+    text, _ = _upload(page, kaggle.name, kaggle.read_bytes())
+    assert text == answer(kaggle.name, kaggle.read_bytes())
+    assert page.locator(".pneumo-warning").count() == 0
+
+
+def test_an_upload_over_the_server_message_limit_is_refused_in_the_browser(page, library):
+    """70 MB is above the websocket limit (64 MiB): without the page's guard it never reached the
+    kernel and the page silently kept the previous result."""
+    answer, confident = library
+    jpeg = confident["PNEUMONIA"][0].read_bytes()
+    _upload(page, "before.jpeg", jpeg)
+    message = _upload_error(page, "giant.png", b"\x89PNG\r\n\x1a\n" + bytes(70 * 2**20))
+    assert message == ("Could not explain giant.png: giant.png is 70.0 MB; the limit is 20 MB. Downscale or "
+                       "compress the image first. (Refused in the browser: nothing was sent.)")
+    assert page.locator("img.pneumo-overlay").count() == 0 and page.locator(".pneumo-result").count() == 0
+    text, _ = _upload(page, "after.jpeg", jpeg)
+    assert text == answer("after.jpeg", jpeg)
 
 
 def test_16bit_png_rgba_png_and_monochrome1_dicom_answer_like_the_jpeg(page, library):

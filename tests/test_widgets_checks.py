@@ -238,3 +238,25 @@ def test_the_app_loads_the_temperature_from_the_model_card(tmp_path, monkeypatch
 def test_a_bad_temperature_is_named():
     with pytest.raises(ValueError, match="temperature must be a finite number > 0.*got -1"):
         explanations.calibration_note(-1)
+
+
+# --------------------------------------------------------------------------- the page's size guard
+
+
+def test_the_page_refuses_oversized_files_before_sending_them():
+    from pneumo_lib import app
+
+    html = widgets.upload_size_guard_html()
+    assert html.startswith("<script>") and html.rstrip().endswith("</script>")
+    assert f"limit: {uploads.MAX_UPLOAD_BYTES}," in html and "stopImmediatePropagation" in html
+    assert "(Refused in the browser: nothing was sent.)" in html
+    assert widgets.upload_size_guard(1000).data == widgets.upload_size_guard_html(1000)
+    for bad in (0, -5, 2.5, True, "20"):
+        with pytest.raises(ValueError, match=f"limit must be a positive number of bytes, got {bad!r}"):
+            widgets.upload_size_guard_html(bad)
+    # The app's notebook displays the guard before the page, and the pane carries the classes it finds.
+    source = "".join("".join(c["source"]) for c in __import__("json").loads(app.APP_NOTEBOOK.read_text())["cells"])
+    assert "display(upload_size_guard())" in source
+    pane = widgets.ResultPane()
+    assert "pneumo-pane" in pane._dom_classes and "pneumo-summary" in pane.summary._dom_classes
+    assert "pneumo-warnings" in pane.warning._dom_classes and "pneumo-pictures" in pane.pictures._dom_classes

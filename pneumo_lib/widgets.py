@@ -578,8 +578,11 @@ class Explorer(_ExplainerView):
         self._redraw()
 
     def figure(self, title: str | None = None):
-        """The current view as a matplotlib figure (for the static book, where widgets have no kernel)."""
+        """The current view as a matplotlib figure (for the static book, where widgets have no kernel).
+
+        The default title is the result line: name, class, (calibrated or uncalibrated) probability.
+        """
         if self.current is None:
             raise ValueError("Nothing is shown yet: select an image or upload one first.")
         name = self._image[0] if self._image else ""
-        return explanation_figure(self.current, title or f"{name}: {self.current.summary()}")
+        return explanation_figure(self.current, title or f"{name}: {self.current.summary(calibration=True)}")

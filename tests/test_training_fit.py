@@ -41,8 +41,12 @@ def test_a_small_cnn_learns_a_separable_set(head):
     assert ((p_new >= threshold) == y_new).mean() >= 0.95
     assert result.history["phase"] == ["train"] * len(result.history["loss"])
     assert result.images_per_second > 0
-    assert result.strategy == "_DefaultDistributionStrategy" and result.replicas == 1
-    assert result.mixed_precision is False  # no GPU here
+    # The hardware decides (one device: the default strategy; a GPU: mixed precision); both hold anywhere.
+    gpus = tf.config.list_logical_devices("GPU")
+    assert result.strategy == ("MirroredStrategy" if len(gpus) > 1 else "_DefaultDistributionStrategy")
+    assert result.replicas == max(1, len(gpus))
+    assert result.mixed_precision is bool(tf.config.list_physical_devices("GPU"))
+    assert keras.mixed_precision.global_policy().name == "float32"  # restored after the build
 
 
 def test_same_seed_gives_identical_training(separable):
@@ -153,10 +157,12 @@ def test_progress_is_quiet_in_notebooks_and_a_line_per_epoch_in_logs(monkeypatch
 
 
 def test_strategy_and_precision_are_picked_from_the_hardware():
-    assert not tf.config.list_physical_devices("GPU")
-    assert isinstance(training.pick_strategy("auto"), type(tf.distribute.get_strategy()))
-    assert training.use_mixed_precision("auto") is False
+    gpus = tf.config.list_logical_devices("GPU")
+    expected = tf.distribute.MirroredStrategy if len(gpus) > 1 else type(tf.distribute.get_strategy())
+    assert isinstance(training.pick_strategy("auto"), expected)
+    assert training.use_mixed_precision("auto") is bool(tf.config.list_physical_devices("GPU"))
     assert training.use_mixed_precision(True) is True
+    assert training.use_mixed_precision(False) is False
     with pytest.raises(ValueError, match="Unknown strategy 'gpu'.*mirrored"):
         training.pick_strategy("gpu")
 

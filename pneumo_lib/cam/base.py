@@ -152,13 +152,14 @@ class Explainer:
         return compiled(images, class_index, threshold)
 
     def forward(self, images):
-        """``(pre-activation scores, features)`` for one batch."""
+        """``(pre-activation scores, features)`` for one batch, both float32 (also for a
+        ``mixed_float16`` model)."""
         run = self._compiled_forward if self._compiled() else self._forward
         return run(images)
 
     def _forward(self, images):
         scores, features = self.graph(images, training=False)
-        return scores, features
+        return tf.cast(scores, tf.float32), tf.cast(features, tf.float32)
 
     def target_scores(self, scores, class_index, threshold):
         """Per-image score of the explained class; ``class_index < 0`` means the rule's class."""
@@ -169,15 +170,20 @@ class Explainer:
         return tf.gather(scores, chosen, axis=1, batch_dims=1)
 
     def gradients(self, images, class_index, threshold):
-        """``(features, d score / d features)`` of one batch, the tape watching the feature map only."""
+        """``(features, d score / d features)`` of one batch, the tape watching the feature map only.
+
+        Both ``float32 (n, h, w, K)`` whatever the model computes in: a ``mixed_float16``
+        model's float16 feature map and gradients are cast up (the gradients themselves are
+        float16-accurate, about 3 significant digits), so every method combines in float32.
+        """
         with tf.GradientTape(watch_accessed_variables=False) as tape:
             with tapped(tape):
                 scores, features = self.graph(images, training=False)
-            target = self.target_scores(scores, class_index, threshold)
+            target = self.target_scores(tf.cast(scores, tf.float32), class_index, threshold)
         grads = tape.gradient(target, features)
         if grads is None:  # the score does not depend on this layer
             grads = tf.zeros_like(features)
-        return features, grads
+        return tf.cast(features, tf.float32), tf.cast(grads, tf.float32)
 
 
 def explainer(model, layer, images_shape) -> Explainer:

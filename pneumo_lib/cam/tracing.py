@@ -118,7 +118,9 @@ class WithoutActivation(keras.layers.Layer):
     """
 
     def __init__(self, inner: keras.layers.Layer):
-        super().__init__(name=f"{inner.name}_preactivation")
+        # The wrapped layer's own dtype policy (a float32 head stays float32 in a
+        # mixed_float16 model, and under any global policy).
+        super().__init__(name=f"{inner.name}_preactivation", dtype=inner.dtype_policy)
         self.inner = inner
 
     def call(self, *args, **kwargs):
@@ -219,7 +221,9 @@ def trace(model, *, input_shape, target=(), preactivation=False, records=None, p
             )
         if target == (name,):
             if not captured:
-                out = Tap(name=f"{name}_tap")(out)
+                # The target layer's dtype policy: the tap never casts the feature map
+                # (a global mixed_float16 policy would otherwise halve a float32 model's).
+                out = Tap(name=f"{name}_tap", dtype=getattr(layer, "dtype_policy", None))(out)
             captured.append(out)
         return out
 

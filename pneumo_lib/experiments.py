@@ -43,7 +43,7 @@ from pneumo_lib.data.splits import manifest_file
 from pneumo_lib.profiles import Profile, get_profile
 
 #: Bump when the training recipe (or what its card records) changes, so cached models are retrained.
-RECIPE_VERSION = 6  # 6: the card's test intervals resample patients
+RECIPE_VERSION = 7  # 6: the card's test intervals resample patients; 7: thresholds at the midpoint of ties, the paper CNN centres its inputs
 #: Share of the training split (grouped by patient, per class) held out as the small
 #: "target" set of the transfer experiment; the rest is the "source" set.
 TARGET_FRACTION = 0.1
@@ -389,6 +389,12 @@ def cached_training(
 
     Returns:
         A :class:`CachedModel`.
+
+    A training that was interrupted (a kernel restart, a Colab disconnect) left its state
+    after each epoch beside the cache entry (``<entry>.resume.npz``, see
+    :func:`pneumo_lib.training.resume_path`); the next call resumes from its last epoch and
+    ends with the weights an uninterrupted run would have (a corrupt state: a warning naming
+    the file and a fresh start). The cache key is unchanged by this.
     """
     P = get_profile(profile) if not isinstance(profile, Profile) else profile
     arch = models.architecture(name)

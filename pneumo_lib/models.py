@@ -214,7 +214,13 @@ def build_scratch_cnn(
 
     Convolutions and hidden dense layers start from He-normal weights, the usual choice
     before ReLUs (Keras' default Glorot initialisation left the paper's CNN on a plateau
-    for several epochs in the quick profile).
+    for several epochs in the quick profile). The paper's CNN, which has no batch
+    normalisation, also centres its inputs on zero (a ``Rescaling`` layer named
+    ``"centre"`` maps ``[0, 1]`` to ``[-1, 1]``): He initialisation assumes zero-mean
+    inputs, and on the phantom radiographs (mean gray about 0.5) the uncentred network
+    stayed at chance for all eight quick-profile epochs (training loss 0.693), while the
+    centred one reached a test ROC AUC above 0.9 within five. Project B's CNN normalises
+    after its first convolution and takes the inputs as they are.
 
     Args:
         name: ``"paper_cnn"`` or ``"project_b_cnn"``.
@@ -242,6 +248,7 @@ def build_scratch_cnn(
     inputs = keras.Input((image_size, image_size, channels), name="image")
     x = inputs
     if name == "paper_cnn":
+        x = keras.layers.Rescaling(2.0, offset=-1.0, name="centre")(x)
         for i, (filters, drop) in enumerate(zip((32, 64, 64, 128, 256), (0.1, 0.1, 0.1, 0.2, 0.2)), 1):
             x = _conv_block(x, filters, i, batch_norm=False, dropout=drop)
         x = keras.layers.Flatten(name="flatten")(x)

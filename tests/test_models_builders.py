@@ -176,3 +176,12 @@ def test_scratch_cnn_freezes_its_conv_blocks_and_fine_tunes_the_top_one():
     assert model.get_layer("dense").trainable and model.get_layer("logits").trainable
     assert models.unfreeze_top(model) == 1
     assert model.get_layer("block5_conv").trainable and not model.get_layer("block4_conv").trainable
+
+
+def test_the_paper_cnn_centres_its_inputs_on_zero():
+    model = models.build_scratch_cnn("paper_cnn", 32)
+    centre = model.get_layer("centre")
+    out = np.asarray(centre(np.array([[[[0.0]], [[0.5]], [[1.0]]]], np.float32)))
+    assert np.allclose(out.ravel(), [-1.0, 0.0, 1.0])
+    assert model.layers[1].name == "centre"  # right after the input, before block1_conv
+    assert "centre" not in [layer.name for layer in models.build_scratch_cnn("project_b_cnn", 32).layers]

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import time
 from pathlib import Path
 
 from pneumo_lib.profiles import profile_names
@@ -17,10 +18,15 @@ def add_commands(subparsers: argparse._SubParsersAction) -> None:
     p = sub.add_parser("phantom", help="generate a phantom dataset in the Kaggle layout")
     p.add_argument("--out", type=Path, required=True, help="folder to create (holds chest_xray/ and masks/)")
     p.add_argument("--seed", type=int, default=42)
-    p.add_argument("--scale", default="quick", help="count preset: quick, full (Kaggle's 5,856) or tiny")
+    p.add_argument("--scale", default="quick",
+                   help="preset: quick (the book's), full (Kaggle's 5,856 images at 256 px), "
+                        "kaggle (Kaggle's counts and image sizes) or tiny")
     p.add_argument("--counts", metavar="SPLIT=N,P", nargs="+", default=(),
                    help="override counts, e.g. train=100,300 test=20,30 (NORMAL,PNEUMONIA)")
-    p.add_argument("--size", type=int, default=None, help="nominal image height in px (default 256)")
+    p.add_argument("--size", type=int, default=None, help="nominal image height in px (default: the preset's)")
+    p.add_argument("--hospital", default="A", help="acquisition site: A (default) or B")
+    p.add_argument("--class-size", action="store_true",
+                   help="confounder: PNEUMONIA studies smaller than NORMAL ones, as on Kaggle")
     p.add_argument("--shortcut", action="store_true", help="shortcut variant: a marker on every train/val PNEUMONIA image (and 2%% of NORMAL), fainter lesions there, plain test split")
     p.add_argument("--force", action="store_true", help="replace an existing folder")
     p.set_defaults(handler=_phantom)
@@ -73,13 +79,17 @@ def _phantom(args: argparse.Namespace) -> int:
 
     from pneumo_lib.data import phantom
 
-    spec = phantom.phantom_spec(args.scale, args.seed, shortcut=args.shortcut)
-    spec = replace(spec, counts={**spec.counts, **_parse_counts(args.counts)},
-                   size=args.size or spec.size)
+    spec = phantom.phantom_spec(args.scale, args.seed, shortcut=args.shortcut, size=args.size,
+                                hospital=args.hospital, class_size=args.class_size)
+    spec = replace(spec, counts={**spec.counts, **_parse_counts(args.counts)})
+    spec.check()
     total = sum(sum(v) for v in spec.counts.values())
-    print(f"Generating {total} images ({args.scale}, seed {args.seed}, ~{spec.size} px) in {args.out} ...")
+    print(f"Generating {total} images ({args.scale}, seed {args.seed}, hospital {spec.hospital}, "
+          f"~{spec.size} px) in {args.out} ...", flush=True)
+    start = time.perf_counter()
     folder = phantom.generate_phantom(args.out, spec, force=args.force)
-    print(f"Done: {folder}")
+    seconds = time.perf_counter() - start
+    print(f"Done: {folder} ({total} images in {seconds:.0f} s, {total / max(seconds, 1e-9):.1f} images/s)")
     return 0
 
 

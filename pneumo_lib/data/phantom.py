@@ -1,10 +1,20 @@
 """Phantom chest radiographs: a generated dataset in the Kaggle layout, with lesion masks.
 
-The generator draws simplified paediatric AP chest X-rays (body outline, lung fields,
-heart and mediastinum, spine, ribs, clavicles, diaphragm domes, exposure, blur and
-noise, a burnt-in laterality letter) and, for PNEUMONIA, opacities inside the lung
-fields: one focal lobar consolidation for ``bacteria`` images, several diffuse
-bilateral patches for ``virus`` images. Every lesion pixel is recorded in a mask.
+The images are drawn by :mod:`pneumo_lib.data.radiograph`: a per-patient random anatomy of
+a child's AP chest film (body and soft tissue, spine, rib arcs, clavicles, scapulae, heart
+and mediastinum, trachea, hila, diaphragm domes, branching bronchovascular markings) whose
+attenuation is summed along the rays, taken with a per-study acquisition (pose,
+inspiration, exposure, gamma, noise, blur, collimation, burnt-in text, ECG leads) of a
+*hospital* (``"A"``, the default, or ``"B"``). PNEUMONIA studies add a lesion: a lobar or
+segmental consolidation in one lung for ``bacteria`` images, bilateral perihilar
+interstitial opacities for ``virus`` images, with a severity from subtle to obvious; every
+lesion pixel is recorded in a mask. Presets: ``quick`` (the book's, about 1,800 images near
+256 px), ``full`` (Kaggle's counts at 256 px), ``kaggle`` (Kaggle's counts and image
+sizes, streamed to disk), ``tiny`` (tests).
+
+Confounders are named switches, off by default so that the lesion is the only signal:
+the shortcut marker (below), the class-size confounder (``class_size=True``: PNEUMONIA
+studies smaller, as on Kaggle) and the hospital.
 
 On disk (``root`` is the folder returned by :func:`phantom_root`)::
 
@@ -43,22 +53,43 @@ from pathlib import Path
 from typing import Callable
 
 import numpy as np
-from PIL import Image, ImageDraw, ImageFilter, ImageFont
+from PIL import Image, ImageDraw
 
 from pneumo_lib.data.layout import CLASSES, SPLITS
+from pneumo_lib.data.radiograph import HOSPITALS, get_hospital, render_study
+from pneumo_lib.data.radiograph.render import MAX_SIZE, MIN_SIZE
 from pneumo_lib.data.staging import replace_atomically
 
+#: The Kaggle dataset's images per split and class (5,856 images).
+KAGGLE_COUNTS: dict[str, tuple[int, int]] = {"train": (1341, 3875), "val": (8, 8), "test": (234, 390)}
+
 #: Images per split and class, ``{split: (NORMAL, PNEUMONIA)}``, for each scale preset.
-#: ``full`` is the Kaggle dataset's exact counts (5,856 images); ``quick`` keeps
+#: ``full`` and ``kaggle`` have the Kaggle dataset's exact counts; ``quick`` keeps
 #: Kaggle's class ratios at about a third of the size so that the book trains in seconds.
 PHANTOM_COUNTS: dict[str, dict[str, tuple[int, int]]] = {
     "quick": {"train": (380, 1100), "val": (8, 8), "test": (117, 195)},
-    "full": {"train": (1341, 3875), "val": (8, 8), "test": (234, 390)},
+    "full": dict(KAGGLE_COUNTS),
+    "kaggle": dict(KAGGLE_COUNTS),
     "tiny": {"train": (12, 24), "val": (2, 2), "test": (6, 10)},
 }
 
 #: Default nominal image height in pixels (widths and heights vary around it).
 DEFAULT_SIZE = 256
+
+#: Nominal height and its per-patient spread (heights vary by ``exp(+-spread)``) of each
+#: preset. ``kaggle`` has the real dataset's sizes: heights of about 700 to 2,000 px,
+#: widths from about 700 to 2,900 px (the real images are 384 to 2,916 px wide).
+PRESET_SIZES: dict[str, tuple[int, float]] = {
+    "quick": (DEFAULT_SIZE, 0.12), "full": (DEFAULT_SIZE, 0.12), "tiny": (DEFAULT_SIZE, 0.12),
+    "kaggle": (1150, 0.5),
+}
+
+#: With the class-size confounder (``class_size=True``), PNEUMONIA studies are this much
+#: smaller than NORMAL ones, as on Kaggle (mean area of PNEUMONIA images about half).
+CLASS_SIZE_FACTOR = 0.72
+
+#: Largest number of images per split and class a spec may ask for.
+MAX_COUNT = 100_000
 
 # The shortcut variant (``shortcut=True``): a marker that gives the label away in train and
 # val, built to be learned *instead of* the lesions, as hospital tokens were in real chest
@@ -103,7 +134,7 @@ class PhantomSettings:
 DEFAULT_SETTINGS = PhantomSettings()
 
 _SPLIT_CODE = {"train": 0, "val": 1, "test": 2}
-_VERSION = 7  # bump when the drawing changes: existing datasets are regenerated
+_VERSION = 8  # bump when the drawing changes: existing datasets are regenerated
 #: Bump when only the shortcut variant changes (marker, rates, lesion scale): shortcut
 #: datasets are regenerated, the plain phantom data (and models cached on it) stay as they are.
 SHORTCUT_VERSION = 1
@@ -121,6 +152,12 @@ class PhantomSpec:
         shortcut_test: Whether test images may carry the marker too.
         version: Generator version (:data:`_VERSION`).
         shortcut_version: :data:`SHORTCUT_VERSION` for shortcut datasets, 0 otherwise.
+        hospital: The site whose acquisition every study uses (``"A"`` or ``"B"``, see
+            :data:`~pneumo_lib.data.radiograph.HOSPITALS`).
+        class_size: The class-size confounder: PNEUMONIA studies drawn
+            :data:`CLASS_SIZE_FACTOR` times smaller, as on Kaggle. Off by default, so
+            that the lesions are the only signal.
+        size_spread: Heights vary per patient by ``exp(+-size_spread)``.
         shortcut_params: How the shortcut variant is drawn (empty otherwise):
             ``{"rate", "normal_rate", "lesion_scale", "marker_side"}``, from the
             :class:`PhantomSettings` the spec was made with. The two shortcut
@@ -137,6 +174,9 @@ class PhantomSpec:
     version: int = _VERSION
     shortcut_version: int = 0
     shortcut_params: dict = field(default_factory=dict)
+    hospital: str = "A"
+    class_size: bool = False
+    size_spread: float = 0.12
 
     def to_json(self) -> dict:
         out = {
@@ -146,6 +186,9 @@ class PhantomSpec:
             "size": self.size,
             "shortcut": self.shortcut,
             "shortcut_test": self.shortcut_test,
+            "hospital": self.hospital,
+            "class_size": self.class_size,
+            "size_spread": self.size_spread,
         }
         if self.shortcut:
             out["shortcut_version"] = self.shortcut_version
@@ -163,7 +206,28 @@ class PhantomSpec:
             version=int(obj.get("version", 0)),
             shortcut_version=int(obj.get("shortcut_version", 0)),
             shortcut_params={k: float(v) for k, v in obj.get("shortcut_params", {}).items()},
+            hospital=str(obj.get("hospital", "A")),
+            class_size=bool(obj.get("class_size", False)),
+            size_spread=float(obj.get("size_spread", 0.12)),
         )
+
+    def check(self) -> None:
+        """Raise ``ValueError`` naming the field if the spec cannot be generated."""
+        for split, pair in self.counts.items():
+            if split not in SPLITS:
+                raise ValueError(f"Unknown split {split!r} in the phantom counts. Valid splits: {', '.join(SPLITS)}.")
+            if len(pair) != 2 or any(int(n) != n or not 0 <= n <= MAX_COUNT for n in pair):
+                raise ValueError(f"Phantom counts for {split!r} must be two whole numbers (NORMAL, PNEUMONIA) "
+                                 f"between 0 and {MAX_COUNT}, got {pair!r}.")
+        if sum(sum(pair) for pair in self.counts.values()) == 0:
+            raise ValueError("The phantom counts ask for no image at all.")
+        factor = CLASS_SIZE_FACTOR if self.class_size else 1.0
+        if not (MIN_SIZE <= self.size * factor and self.size <= MAX_SIZE):
+            raise ValueError(f"Phantom image size must be between {MIN_SIZE / factor:.0f} and {MAX_SIZE} px, "
+                             f"got {self.size}.")
+        if not 0.0 <= self.size_spread <= 1.0:
+            raise ValueError(f"size_spread must be between 0 and 1, got {self.size_spread!r}.")
+        get_hospital(self.hospital)
 
 
 # --------------------------------------------------------------------------- patients
@@ -214,152 +278,6 @@ def _plan(spec: PhantomSpec) -> list[_Image]:
 # --------------------------------------------------------------------------- drawing
 
 
-def _soft(d: np.ndarray, width: float) -> np.ndarray:
-    """Soft inside-indicator of a signed distance ``d`` (>0 inside), in [0, 1]."""
-    return 1.0 / (1.0 + np.exp(-np.clip(d / width, -30, 30)))
-
-
-def _anatomy(rng: np.random.Generator) -> dict:
-    """Patient-specific anatomy parameters (normalised coordinates, x and y in [-1, 1])."""
-    return {
-        "body_w": rng.uniform(0.78, 0.92),
-        "lung_cx": rng.uniform(0.34, 0.42),
-        "lung_cy": rng.uniform(-0.08, 0.02),
-        "lung_w": rng.uniform(0.22, 0.28),
-        "lung_h": rng.uniform(0.5, 0.6),
-        "heart_w": rng.uniform(0.24, 0.32),
-        "heart_h": rng.uniform(0.2, 0.26),
-        "rib_gap": rng.uniform(0.11, 0.14),
-        "exposure": rng.uniform(0.85, 1.15),
-        "aspect": rng.uniform(1.0, 1.35),
-    }
-
-
-def _lungs(x: np.ndarray, y: np.ndarray, a: dict) -> tuple[np.ndarray, np.ndarray]:
-    """Soft masks of the image-left (patient right) and image-right lung fields."""
-    out = []
-    for side in (-1, 1):
-        cx = side * a["lung_cx"]
-        w = a["lung_w"] * (0.92 if side == 1 else 1.0)
-        dx = (x - cx) / w
-        dy = (y - a["lung_cy"]) / a["lung_h"]
-        # Narrow apex at the top, wide base, a diaphragm dome cutting the bottom.
-        dx = dx / (0.75 + 0.25 * np.clip(dy + 1, 0, 2))
-        inside = 1 - np.sqrt(dx**2 + dy**2)
-        dome = (a["lung_cy"] + a["lung_h"] * 0.8 - 0.12 * ((x - cx) / w) ** 2) - y
-        out.append(_soft(np.minimum(inside, dome * 3), 0.04))
-    return out[0], out[1]
-
-
-def _blob(x, y, cx, cy, r, rng, lobes=5) -> np.ndarray:
-    """A soft irregular blob (values in [0, 1]) of radius about ``r``."""
-    ang = np.arctan2(y - cy, x - cx)
-    radius = np.full_like(ang, r)
-    for k in range(2, 2 + lobes):
-        radius = radius + r * rng.uniform(0, 0.18) * np.cos(k * ang + rng.uniform(0, 2 * np.pi))
-    d = 1 - np.hypot(x - cx, (y - cy) * rng.uniform(0.8, 1.2)) / radius
-    return _soft(d, 0.12)
-
-
-def _point_in(mask: np.ndarray, rng: np.random.Generator, x, y, margin: float) -> tuple[float, float]:
-    """A random point well inside a soft mask (normalised coordinates)."""
-    ys, xs = np.nonzero(mask > margin)
-    i = int(rng.integers(len(ys)))
-    return float(x[0, xs[i]]), float(y[ys[i], 0])
-
-
-#: Lesion appearance: (radius range, opacity range) in normalised units / intensity.
-LESIONS = {
-    "bacteria": {"radius": (0.18, 0.26), "opacity": (0.36, 0.48), "per_lung": (1, 1)},
-    "virus": {"radius": (0.12, 0.17), "opacity": (0.3, 0.4), "per_lung": (1, 2)},
-}
-
-
-def _lesions(x, y, lungs, kind, rng) -> tuple[np.ndarray, np.ndarray]:
-    """Opacity to add (in [0, 0.4]) and the boolean lesion mask.
-
-    ``bacteria``: one focal consolidation in one lung; ``virus``: patches in both
-    lungs. Opacities are mottled (alveolar filling is patchy) and stay inside the
-    lung fields; the mask is where a lesion's shape exceeds half its strength.
-    """
-    spec = LESIONS[kind]
-    sides = [int(rng.integers(2))] if kind == "bacteria" else [0, 1]
-    opacity = np.zeros_like(x)
-    shape = np.zeros_like(x)
-    for side in sides:
-        lo, hi = spec["per_lung"]
-        for _ in range(int(rng.integers(lo, hi + 1))):
-            cx, cy = _point_in(lungs[side], rng, x, y, 0.99)
-            blob = _blob(x, y, cx, cy, rng.uniform(*spec["radius"]), rng)
-            fx, fy, px, py = rng.uniform(14, 22), rng.uniform(14, 22), *rng.uniform(0, 2 * np.pi, 2)
-            mottle = 0.85 + 0.15 * np.cos(fx * x + px) * np.cos(fy * y + py)
-            opacity = np.maximum(opacity, rng.uniform(*spec["opacity"]) * blob * mottle)
-            shape = np.maximum(shape, blob)
-    lung_any = np.maximum(*lungs)
-    return opacity * lung_any, (shape > 0.5) & (lung_any > 0.5)
-
-
-def _render(rng: np.random.Generator, a: dict, h: int, w: int, kind: str,
-            lesion_rng: np.random.Generator, lesion_scale: float = 1.0):
-    """One radiograph (float in [0, 1], shape (h, w)) and its lesion mask (bool).
-
-    Lesions draw from their own stream, so rendering the same study with
-    ``kind="normal"`` gives its exact lesion-free twin. ``lesion_scale`` multiplies
-    the lesions' opacity (the mask does not change).
-    """
-    # Small per-study jitter of the patient's anatomy: position and exposure.
-    sx, sy = rng.uniform(-0.04, 0.04, size=2)
-    x = np.linspace(-a["aspect"], a["aspect"], w)[None, :] - sx
-    y = np.linspace(-1, 1, h)[:, None] - sy
-    x, y = np.broadcast_to(x, (h, w)), np.broadcast_to(y, (h, w))
-
-    body = _soft(1 - ((np.abs(x) / a["body_w"]) ** 4 + (np.abs(y - 0.15) / 1.1) ** 4), 0.05)
-    img = 0.06 + 0.42 * body
-    lungs = _lungs(x, y, a)
-    lung_any = np.maximum(*lungs)
-    img -= 0.30 * lung_any
-    # Spine and mediastinum down the middle, vertebrae as faint bands.
-    spine = _soft(0.09 - np.abs(x), 0.015) * _soft(1.05 - np.abs(y), 0.02)
-    img += spine * (0.22 + 0.04 * np.cos(y * 28))
-    # Heart: bulges into the image-right (patient's left) lung.
-    heart = _soft(1 - np.hypot((x - 0.12) / a["heart_w"], (y - 0.22) / a["heart_h"]), 0.08)
-    img += 0.2 * heart
-    # Ribs: curved bands across each lung, plus clavicles.
-    ribs = np.zeros_like(x)
-    for side in (-1, 1):
-        u = side * x
-        for k in range(9):
-            y0 = -0.62 + k * a["rib_gap"]
-            centre = y0 + 0.5 * (u - 0.2) ** 2 + 0.08 * u
-            ribs = np.maximum(ribs, _soft(0.018 - np.abs(y - centre), 0.006) * (u > 0.06))
-        clav = -0.7 + 0.12 * (u - 0.1) - 0.05 * (u - 0.1) ** 2
-        ribs = np.maximum(ribs, 1.6 * _soft(0.022 - np.abs(y - clav), 0.006) * (u > 0.08) * (u < 0.7))
-    img += 0.07 * ribs * body
-    opacity, mask = (np.zeros_like(x), np.zeros(x.shape, bool))
-    if kind != "normal":
-        opacity, mask = _lesions(x, y, lungs, kind, lesion_rng)
-        if lesion_scale != 1.0:
-            opacity = opacity * lesion_scale
-    img += opacity
-    # Exposure: gamma and gain vary per study.
-    img = np.clip(img, 0, 1) ** rng.uniform(0.85, 1.2) * a["exposure"] * rng.uniform(0.95, 1.05)
-    return np.clip(img, 0, 1), mask
-
-
-def _finish(img: np.ndarray, rng: np.random.Generator, left_marker: bool) -> Image.Image:
-    """Blur, noise, the burnt-in laterality letter; returns an 8-bit grayscale image."""
-    h, w = img.shape
-    pil = Image.fromarray((img * 255).astype(np.uint8), mode="L")
-    pil = pil.filter(ImageFilter.GaussianBlur(rng.uniform(0.4, 1.4)))
-    arr = np.asarray(pil, np.float32) + rng.normal(0, rng.uniform(2, 7), size=(h, w))
-    pil = Image.fromarray(np.clip(arr, 0, 255).astype(np.uint8), mode="L")
-    draw = ImageDraw.Draw(pil)
-    font = ImageFont.load_default(size=max(8, h // 14))
-    tx = int(w * 0.05) if left_marker else int(w * 0.88)
-    draw.text((tx, int(h * 0.04)), "R" if left_marker else "L", fill=235, font=font)
-    return pil
-
-
 def _draw_marker(pil: Image.Image, rng: np.random.Generator,
                  side_fraction: float = DEFAULT_SETTINGS.marker_side) -> tuple[int, int, int, int]:
     """Draw the shortcut token (a bright ring with a dot) near the top, above the lungs.
@@ -383,8 +301,9 @@ def _draw_marker(pil: Image.Image, rng: np.random.Generator,
 
 
 def render_one(seed: int, split: str, label: int, patient: int, index: int, kind: str,
-               size: int = DEFAULT_SIZE, *, lesion_scale: float = 1.0) -> tuple[Image.Image, np.ndarray]:
-    """Render one phantom radiograph without writing it.
+               size: int = DEFAULT_SIZE, *, lesion_scale: float = 1.0, hospital: str = "A",
+               size_factor: float = 1.0, size_spread: float = 0.12) -> tuple[Image.Image, np.ndarray]:
+    """Render one phantom radiograph without writing it (see :mod:`pneumo_lib.data.radiograph`).
 
     Args:
         seed: Root seed of the dataset.
@@ -394,50 +313,58 @@ def render_one(seed: int, split: str, label: int, patient: int, index: int, kind
         index: Image number within the patient.
         kind: ``"normal"``, ``"bacteria"`` or ``"virus"``. A PNEUMONIA study
             rendered with ``kind="normal"`` is its lesion-free twin (same pixels
-            everywhere but where the lesions were).
+            everywhere but inside the lesion mask).
         size: Nominal image height in pixels.
-        lesion_scale: Multiplies the lesions' opacity (1: as in the plain dataset;
+        lesion_scale: Multiplies the lesions' attenuation (1: as in the plain dataset;
             :attr:`PhantomSettings.lesion_scale` in the marked splits of the shortcut variant).
             The mask does not depend on it.
+        hospital: ``"A"`` (the default) or ``"B"``: the site's acquisition
+            (:data:`~pneumo_lib.data.radiograph.HOSPITALS`).
+        size_factor: Multiplies the image size (the class-size confounder).
+        size_spread: Heights vary per patient by ``exp(+-size_spread)``.
 
     Returns:
         ``(image, mask)``: an 8-bit grayscale PIL image of about ``size`` x
-        ``1.0-1.35 * size`` pixels, and a boolean lesion mask of the same shape
+        ``1.0-1.45 * size`` pixels, and a boolean lesion mask of the same shape
         (all False for NORMAL).
     """
-    patient_rng = np.random.default_rng([seed, label, patient])
-    anatomy = _anatomy(patient_rng)
-    # Sizes vary per patient but not per class: on Kaggle PNEUMONIA images are smaller,
-    # a shortcut the phantom leaves out so that the lesions are the signal.
-    base = size * patient_rng.uniform(0.9, 1.12)
-    h = int(round(base))
-    w = int(round(base * anatomy["aspect"] * 0.9))
-    rng = np.random.default_rng([seed, _SPLIT_CODE[split], label, patient, index, 1])
-    lesion_rng = np.random.default_rng([seed, _SPLIT_CODE[split], label, patient, index, 3])
-    # Anatomy is smooth: draw it at half resolution and upsample (4x faster).
-    small, small_mask = _render(rng, anatomy, (h + 1) // 2, (w + 1) // 2, kind, lesion_rng, lesion_scale)
-    img = np.asarray(Image.fromarray(small.astype(np.float32), mode="F").resize((w, h), Image.BICUBIC))
-    mask = np.asarray(Image.fromarray(small_mask.astype(np.float32), mode="F").resize((w, h), Image.BILINEAR)) > 0.5
-    pil = _finish(img, rng, left_marker=patient_rng.random() < 0.8)
-    return pil, mask
+    study = render_study(seed, split, label, patient, index, kind, size, hospital=hospital,
+                         lesion_scale=lesion_scale, size_factor=size_factor, size_spread=size_spread)
+    return study.image, study.mask
 
 
-def phantom_spec(scale: str = "quick", seed: int = 42, *, size: int = DEFAULT_SIZE,
+def phantom_spec(scale: str = "quick", seed: int = 42, *, size: int | None = None,
                  shortcut: bool = False, shortcut_test: bool = False,
-                 settings: PhantomSettings | None = None) -> PhantomSpec:
-    """The :class:`PhantomSpec` of a scale preset (``"quick"``, ``"full"`` or ``"tiny"``).
+                 settings: PhantomSettings | None = None, hospital: str = "A",
+                 class_size: bool = False) -> PhantomSpec:
+    """The :class:`PhantomSpec` of a scale preset (``"quick"``, ``"full"``, ``"kaggle"`` or ``"tiny"``).
 
-    ``settings`` (default :data:`DEFAULT_SETTINGS`) says how a shortcut variant is drawn;
-    it is ignored (and not recorded) when ``shortcut`` is False.
+    Args:
+        scale: Counts (:data:`PHANTOM_COUNTS`) and sizes (:data:`PRESET_SIZES`) preset.
+        seed: Root seed.
+        size: Nominal image height in pixels (default: the preset's).
+        shortcut, shortcut_test: The shortcut variant (see the module docstring).
+        settings: How a shortcut variant is drawn (default :data:`DEFAULT_SETTINGS`);
+            ignored (and not recorded) when ``shortcut`` is False.
+        hospital: ``"A"`` (default) or ``"B"``.
+        class_size: The class-size confounder (PNEUMONIA studies smaller).
+
+    Raises:
+        ValueError: Unknown preset or hospital (the message lists the valid names), or a
+            size the renderer cannot draw.
     """
     if scale not in PHANTOM_COUNTS:
         raise ValueError(f"Unknown phantom scale {scale!r}. Valid scales: {', '.join(PHANTOM_COUNTS)}.")
     if settings is not None and not isinstance(settings, PhantomSettings):
         raise TypeError(f"settings must be a phantom.PhantomSettings, got {type(settings).__name__}.")
     params = (settings or DEFAULT_SETTINGS).as_params()
-    return PhantomSpec(seed, dict(PHANTOM_COUNTS[scale]), size, shortcut, shortcut_test,
-                       shortcut_version=SHORTCUT_VERSION if shortcut else 0,
-                       shortcut_params=params if shortcut else {})
+    nominal, spread = PRESET_SIZES[scale]
+    spec = PhantomSpec(seed, dict(PHANTOM_COUNTS[scale]), nominal if size is None else int(size), shortcut,
+                       shortcut_test, shortcut_version=SHORTCUT_VERSION if shortcut else 0,
+                       shortcut_params=params if shortcut else {}, hospital=hospital,
+                       class_size=bool(class_size), size_spread=spread)
+    spec.check()
+    return spec
 
 
 def is_marked_split(spec: PhantomSpec, split: str) -> bool:
@@ -463,48 +390,142 @@ def generate_phantom(root: str | os.PathLike, spec: PhantomSpec, *, force: bool 
         The ``chest_xray`` folder (Kaggle layout).
 
     Raises:
-        FileExistsError: ``root`` exists and ``force`` is False.
+        FileExistsError: ``root`` holds files and ``force`` is False, or it holds files that
+            are not a phantom dataset written by this library (never replaced, even with
+            ``force``).
+        ValueError: The spec asks for something that cannot be drawn (:meth:`PhantomSpec.check`).
     """
     root = Path(root)
-    if root.exists() and not force:
-        raise FileExistsError(f"{root} already exists; pass force=True (or --force) to replace it.")
-    if spec.size < 32:
-        raise ValueError(f"Phantom image size must be at least 32 px, got {spec.size}.")
+    spec.check()
+    if root.exists() and not root.is_dir():
+        raise FileExistsError(f"{root} is a file, not a folder; choose another output folder.")
+    if root.is_dir() and any(root.iterdir()):
+        if read_spec(root) is None:
+            raise FileExistsError(f"{root} already holds files that are not a phantom dataset written by "
+                                  "pneumo_lib (no phantom.json); choose an empty or new folder. Nothing was changed.")
+        if not force:
+            raise FileExistsError(f"{root} already exists; pass force=True (or --force) to replace it.")
     with replace_atomically(root) as tmp:
         _write_all(tmp, spec, progress)
     return root / "chest_xray"
 
 
-def _write_all(tmp: Path, spec: PhantomSpec, progress) -> None:
+#: Below this many images a dataset is drawn in this process; above, by worker processes.
+PARALLEL_FROM = 200
+
+
+def _write_one(tmp: Path, spec: PhantomSpec, item: _Image) -> tuple | None:
+    """Render and write one image (and its mask); returns its marker row or None."""
+    marked = is_marked_split(spec, item.split)
+    pil, mask = render_one(spec.seed, item.split, item.label, item.patient, item.index,
+                           item.kind, spec.size,
+                           lesion_scale=spec.shortcut_params["lesion_scale"] if marked else 1.0,
+                           hospital=spec.hospital, size_spread=spec.size_spread,
+                           size_factor=CLASS_SIZE_FACTOR if spec.class_size and item.label == 1 else 1.0)
+    rel = f"{item.split}/{CLASSES[item.label]}/{item.stem}.jpeg"
+    row = None
+    if marked:
+        mrng = np.random.default_rng([spec.seed, _SPLIT_CODE[item.split], item.label,
+                                      item.patient, item.index, 2])
+        rate = spec.shortcut_params["rate" if item.label == 1 else "normal_rate"]
+        if mrng.random() < rate:
+            row = (rel, *_draw_marker(pil, mrng, spec.shortcut_params["marker_side"]))
+    pil.save(tmp / "chest_xray" / rel, format="JPEG", quality=92)
+    if item.label == 1:
+        mask_file = tmp / "masks" / item.split / "PNEUMONIA" / f"{item.stem}.png"
+        Image.fromarray(mask.astype(np.uint8) * 255, mode="L").save(mask_file, format="PNG")
+    return row
+
+
+def _write_shard(tmp: Path, spec: PhantomSpec, shard: int, shards: int) -> list:
+    """Write images ``shard, shard + shards, ...`` of the plan; returns their marker rows."""
+    return [_write_one(tmp, spec, item) for item in _plan(spec)[shard::shards]]
+
+
+def _write_all(tmp: Path, spec: PhantomSpec, progress, workers: int | None = None) -> None:
+    """Write every image of ``spec`` into ``tmp``.
+
+    Large datasets are drawn by ``workers`` child processes (``python -m
+    pneumo_lib.data.phantom``, one shard of the plan each): started afresh, so a parent
+    that holds TensorFlow's threads is never forked, and nothing re-runs the caller's
+    script. Each image has its own random stream, so the bytes do not depend on the
+    number of workers.
+    """
     plan = _plan(spec)
-    markers = []
     for split in SPLITS:
         for cls in CLASSES:
             (tmp / "chest_xray" / split / cls).mkdir(parents=True, exist_ok=True)
-    for n, item in enumerate(plan):
-        marked = is_marked_split(spec, item.split)
-        pil, mask = render_one(spec.seed, item.split, item.label, item.patient, item.index,
-                               item.kind, spec.size,
-                               lesion_scale=spec.shortcut_params["lesion_scale"] if marked else 1.0)
-        rel = f"{item.split}/{CLASSES[item.label]}/{item.stem}.jpeg"
-        if marked:
-            mrng = np.random.default_rng([spec.seed, _SPLIT_CODE[item.split], item.label,
-                                          item.patient, item.index, 2])
-            rate = spec.shortcut_params["rate" if item.label == 1 else "normal_rate"]
-            if mrng.random() < rate:
-                markers.append((rel, *_draw_marker(pil, mrng, spec.shortcut_params["marker_side"])))
-        pil.save(tmp / "chest_xray" / rel, format="JPEG", quality=92)
-        if item.label == 1:
-            mask_file = tmp / "masks" / item.split / "PNEUMONIA" / f"{item.stem}.png"
-            mask_file.parent.mkdir(parents=True, exist_ok=True)
-            Image.fromarray(mask.astype(np.uint8) * 255, mode="L").save(mask_file, format="PNG")
-        if progress is not None:
-            progress(n + 1, len(plan))
+        (tmp / "masks" / split / "PNEUMONIA").mkdir(parents=True, exist_ok=True)
+    workers = min(os.cpu_count() or 1, 8) if workers is None else workers
+    if workers <= 1 or len(plan) < PARALLEL_FROM:
+        rows = []
+        for n, item in enumerate(plan):
+            rows.append(_write_one(tmp, spec, item))
+            if progress is not None:
+                progress(n + 1, len(plan))
+    else:
+        rows = _write_in_workers(tmp, spec, len(plan), workers, progress)
+    for split in SPLITS:  # mask folders only where there are PNEUMONIA images
+        folder = tmp / "masks" / split / "PNEUMONIA"
+        if not any(folder.iterdir()):
+            folder.rmdir()
+            folder.parent.rmdir()
+    if not any((tmp / "masks").iterdir()):
+        (tmp / "masks").rmdir()
     with open(tmp / "markers.csv", "w", newline="") as fh:
         writer = csv.writer(fh)
         writer.writerow(["path", "x0", "y0", "x1", "y1"])
-        writer.writerows(markers)
+        writer.writerows(row for row in rows if row is not None)
     (tmp / "phantom.json").write_text(json.dumps(spec.to_json(), indent=1))
+
+
+def _write_in_workers(tmp: Path, spec: PhantomSpec, total: int, workers: int, progress) -> list:
+    """Run ``workers`` shard processes; returns the marker rows in plan order."""
+    import subprocess
+    import sys
+    import time
+
+    spec_file = tmp / ".spec.json"
+    spec_file.write_text(json.dumps(spec.to_json()))
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
+    procs = [subprocess.Popen([sys.executable, "-m", "pneumo_lib.data.phantom", str(tmp), str(k), str(workers)],
+                              env=env, stderr=subprocess.PIPE)
+             for k in range(workers)]
+    try:
+        while any(p.poll() is None for p in procs):
+            if progress is not None:
+                progress(sum(1 for _ in (tmp / "chest_xray").rglob("*.jpeg")), total)
+            time.sleep(0.2)
+        for k, p in enumerate(procs):
+            if p.returncode != 0:
+                err = p.stderr.read().decode(errors="replace").strip().splitlines()
+                raise RuntimeError(f"Phantom worker {k} of {workers} failed (exit {p.returncode}): "
+                                   f"{err[-1] if err else 'no message'}")
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                p.kill()
+            p.wait()
+            p.stderr.close()
+    shards = [json.loads((tmp / f".rows-{k}.json").read_text()) for k in range(workers)]
+    rows = [None] * total
+    for k, part in enumerate(shards):
+        rows[k::workers] = [tuple(r) if r is not None else None for r in part]
+    for k in range(workers):
+        (tmp / f".rows-{k}.json").unlink()
+    spec_file.unlink()
+    if progress is not None:
+        progress(total, total)
+    return rows
+
+
+def _worker_main(argv: list[str]) -> int:
+    """Entry point of a shard process: ``python -m pneumo_lib.data.phantom TMP SHARD SHARDS``."""
+    tmp, shard, shards = Path(argv[0]), int(argv[1]), int(argv[2])
+    spec = PhantomSpec.from_json(json.loads((tmp / ".spec.json").read_text()))
+    rows = _write_shard(tmp, spec, shard, shards)
+    (tmp / f".rows-{shard}.json").write_text(json.dumps(rows))
+    return 0
 
 
 def read_spec(root: str | os.PathLike) -> PhantomSpec | None:
@@ -512,4 +533,13 @@ def read_spec(root: str | os.PathLike) -> PhantomSpec | None:
     file = Path(root) / "phantom.json"
     if not file.is_file():
         return None
-    return PhantomSpec.from_json(json.loads(file.read_text()))
+    try:
+        return PhantomSpec.from_json(json.loads(file.read_text()))
+    except (ValueError, KeyError, TypeError):  # an unreadable record: not one of ours
+        return None
+
+
+if __name__ == "__main__":
+    import sys
+
+    sys.exit(_worker_main(sys.argv[1:]))

@@ -32,7 +32,7 @@ def _settings_of(shortcut) -> tuple[bool, "phantom.PhantomSettings | None"]:
 
 
 def phantom_root(scale: str = "quick", seed: int = 42, shortcut: bool = False,
-                 settings: "phantom.PhantomSettings | None" = None) -> Path:
+                 settings: "phantom.PhantomSettings | None" = None, hospital: str = "A") -> Path:
     """Folder of one phantom variant (holds ``chest_xray/``, ``masks/``, ``markers.csv``).
 
     The quick-profile default (scale ``quick``, seed 42, no shortcut) is
@@ -42,27 +42,31 @@ def phantom_root(scale: str = "quick", seed: int = 42, shortcut: bool = False,
     gets ``-shortcut-<8 hex digits of its settings>``.
     """
     base = paths.dataset_dir("phantom").parent
-    if (scale, seed, shortcut) == DEFAULT_PHANTOM:
+    if (scale, seed, shortcut) == DEFAULT_PHANTOM and hospital == "A":
         return base
-    name = f"phantom-{scale}-seed{seed}" + ("-shortcut" if shortcut else "")
+    name = f"phantom-{scale}-seed{seed}" + ("" if hospital == "A" else f"-hospital{hospital}")
+    name += "-shortcut" if shortcut else ""
     if shortcut and settings is not None and settings != phantom.DEFAULT_SETTINGS:
         name += "-" + hashlib.sha1(json.dumps(settings.as_params(), sort_keys=True).encode()).hexdigest()[:8]
     return base.with_name(name)
 
 
 def ensure_phantom(scale: str = "quick", seed: int = 42, shortcut: bool = False,
-                   verbose: bool = False, settings: "phantom.PhantomSettings | None" = None) -> Path:
+                   verbose: bool = False, settings: "phantom.PhantomSettings | None" = None,
+                   hospital: str = "A") -> Path:
     """Generate a phantom variant if it is absent (or was made from other settings).
 
     Args:
         settings: How the shortcut variant is drawn (default
             :data:`~pneumo_lib.data.phantom.DEFAULT_SETTINGS`); only with ``shortcut``.
+        hospital: The acquisition site, ``"A"`` (the default) or ``"B"``: hospital ``B``
+            gets its own folder (``...-hospitalB``).
 
     Returns:
         Its ``chest_xray`` folder.
     """
-    spec = phantom.phantom_spec(scale, seed, shortcut=shortcut, settings=settings)
-    root = phantom_root(scale, seed, shortcut, settings)
+    spec = phantom.phantom_spec(scale, seed, shortcut=shortcut, settings=settings, hospital=hospital)
+    root = phantom_root(scale, seed, shortcut, settings, hospital)
     if (root / "chest_xray").is_dir() and phantom.read_spec(root) == spec:
         return root / "chest_xray"
     root.parent.mkdir(parents=True, exist_ok=True)

@@ -24,8 +24,11 @@ from pneumo_lib.data.radiograph.anatomy import SIDES, Thorax
 #: The study kinds: ``normal`` (no lesion), ``bacteria`` and ``virus`` (PNEUMONIA).
 KINDS = ("normal", "bacteria", "virus")
 
-#: Severity distribution: ``Beta(a, b)`` rescaled to ``[lo, hi]``.
-SEVERITY = {"a": 2.5, "b": 1.0, "lo": 0.1, "hi": 1.0}
+#: Severity distribution: ``Beta(a, b)`` rescaled to ``[lo, hi]`` (mean about 0.59). Tuned so
+#: that on the quick profile the paper's CNN reaches a test ROC AUC of 0.90 to 0.91 over the
+#: profile seeds 42, 1 and 2 and project B's CNN 0.975 to 0.990 (``benchmarks/phantom_difficulty.py``);
+#: with ``Beta(2.5, 1)`` on ``[0.1, 1]`` project B's CNN scored 0.99 within six epochs.
+SEVERITY = {"a": 2.0, "b": 1.5, "lo": 0.05, "hi": 1.0}
 
 #: Lobes by lung, with how often a consolidation sits there.
 LOBES = {"right": {"upper": 0.35, "middle": 0.25, "lower": 0.4},

@@ -11,6 +11,10 @@
   saves the best model so far atomically after every improvement (so an interrupted
   run leaves a loadable checkpoint);
 * optionally fine-tunes a backbone's top blocks in a second phase at a lower rate;
+* given a path, also writes the whole training state after every epoch (weights, optimizer,
+  random-generator states, early-stopping / learning-rate callbacks, history) to
+  ``<model>.resume.npz`` beside it, and a later run of the same training resumes from it and
+  ends with the weights an uninterrupted run ends with (:func:`resume_path`);
 * shows a Keras progress bar in a terminal, one line per epoch in logs, nothing in notebooks.
 
 Models are saved in the ``.keras`` format with a JSON *model card* beside them
@@ -19,15 +23,19 @@ Models are saved in the ``.keras`` format with a JSON *model card* beside them
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import sys
 import tempfile
 import time
+import warnings
 import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
+
+import numpy as np
 
 from pneumo_lib import decision, models, runtime
 from pneumo_lib._tf import keras, tf
@@ -35,6 +43,10 @@ from pneumo_lib._tf import keras, tf
 
 class ModelFileError(ValueError):
     """A model file is missing, corrupted, truncated or unsafe to load."""
+
+
+class ResumeWarning(UserWarning):
+    """A saved training state could not be used (corrupt, or another training's): training starts afresh."""
 
 
 # --------------------------------------------------------------------------- hardware
@@ -172,6 +184,199 @@ class _TrainTimer(keras.callbacks.Callback):
             self._start = None
 
 
+# --------------------------------------------------------------------------- resuming
+
+#: Version of the resume-file layout; a file of another version is not used.
+RESUME_FORMAT = 1
+
+
+def resume_path(checkpoint: str | os.PathLike[str]) -> Path:
+    """The training state saved beside a checkpoint: ``model.keras`` -> ``model.resume.npz``."""
+    return Path(checkpoint).with_suffix(".resume.npz")
+
+
+def _signature(model: keras.Model, config: dict[str, Any]) -> str:
+    """What identifies one training: its arguments and card, and the model's variables."""
+    # Shapes and dtypes, not names: Keras numbers unnamed layers and seed generators per
+    # process, so the same model gets other names after building others.
+    variables = [(list(v.shape), str(v.dtype)) for v in model.variables]
+    text = json.dumps({"config": config, "variables": variables}, sort_keys=True, default=str)
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+_ES_FIELDS = ("wait", "best", "stopped_epoch", "best_epoch")
+_LR_FIELDS = ("wait", "best", "cooldown_counter")
+
+
+@dataclass
+class _State:
+    """Where a training is: completed epochs, phase, callback states, history (all JSON)."""
+
+    done: int = 0
+    phase: int = 0
+    phase_start: int = 0
+    phase_finished: bool = False
+    history: dict[str, list] = field(default_factory=dict)
+    keep: dict[str, Any] = field(default_factory=dict)
+    timer: dict[str, Any] = field(default_factory=dict)
+    early_stopping: dict[str, Any] = field(default_factory=dict)
+    reduce_lr: dict[str, Any] = field(default_factory=dict)
+
+
+def _save_resume(path: Path, signature: str, state: _State, model: keras.Model, best_weights) -> None:
+    """Write the state atomically (temporary file + rename): a crash leaves the previous one."""
+    arrays = {f"model_{i}": np.asarray(v) for i, v in enumerate(model.variables)}
+    optimizer = getattr(model, "optimizer", None)
+    for i, v in enumerate(optimizer.variables if optimizer is not None else []):
+        arrays[f"optimizer_{i}"] = np.asarray(v)
+    for i, w in enumerate(best_weights or []):
+        arrays[f"best_{i}"] = np.asarray(w)
+    meta = {"format": RESUME_FORMAT, "signature": signature, "state": state.__dict__}
+    arrays["meta"] = np.frombuffer(json.dumps(meta, default=float).encode(), dtype=np.uint8)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".npz", dir=path.parent)
+    os.close(fd)
+    try:
+        with open(tmp, "wb") as f:
+            np.savez(f, **arrays)
+        os.replace(tmp, path)
+    finally:
+        Path(tmp).unlink(missing_ok=True)
+
+
+def _load_resume(path: Path, signature: str, model: keras.Model) -> tuple[_State, dict[str, list[np.ndarray]]] | None:
+    """The saved state, or None (with a :class:`ResumeWarning` naming the file) when unusable."""
+    if not path.is_file():
+        return None
+    try:
+        with np.load(path, allow_pickle=False) as npz:
+            meta = json.loads(bytes(npz["meta"]).decode())
+            groups: dict[str, list[np.ndarray]] = {"model": [], "optimizer": [], "best": []}
+            for group in groups:
+                n = sum(1 for k in npz.files if k.startswith(f"{group}_"))
+                groups[group] = [npz[f"{group}_{i}"] for i in range(n)]
+        if meta.get("format") != RESUME_FORMAT:
+            raise ValueError(f"format {meta.get('format')!r}, expected {RESUME_FORMAT}")
+        state = _State(**meta["state"])
+        if meta.get("signature") == signature:
+            shapes = [tuple(v.shape) for v in model.variables]
+            if shapes != [a.shape for a in groups["model"]]:
+                raise ValueError(f"{len(groups['model'])} model arrays that do not fit the model's {len(shapes)} variables")
+    except Exception as err:  # noqa: BLE001 - any unreadable file means: start afresh
+        warnings.warn(
+            f"The saved training state {path} is corrupt or unreadable ({type(err).__name__}: {err}); "
+            "it is deleted and the training starts from the first epoch.",
+            ResumeWarning, stacklevel=3,
+        )
+        path.unlink(missing_ok=True)
+        return None
+    if meta["signature"] != signature:
+        warnings.warn(
+            f"The saved training state {path} belongs to another training (other arguments, data "
+            "card or model); it is deleted and the training starts from the first epoch.",
+            ResumeWarning, stacklevel=3,
+        )
+        path.unlink(missing_ok=True)
+        return None
+    return state, groups
+
+
+def _assign(variables, values, what: str, path: Path) -> None:
+    if len(variables) != len(values) or any(tuple(v.shape) != a.shape for v, a in zip(variables, values)):
+        raise ValueError(f"{path}: the saved {what} variables do not match the model's")
+    for v, a in zip(variables, values):
+        v.assign(a)
+
+
+class _Checkpoint(keras.callbacks.Callback):
+    """After every epoch: the whole training state to the resume file (runs after the library's callbacks)."""
+
+    def __init__(self, path: Path, signature: str, state: _State, keep, timer, history: dict, phase: int,
+                 phase_start: int):
+        super().__init__()
+        self.path, self.signature, self.state = path, signature, state
+        self.keep, self.timer, self.history = keep, timer, history
+        self.phase, self.phase_start = phase, phase_start
+        self.running = {k: list(v) for k, v in history.items()}  # the history so far, epoch by epoch
+        self.early_stopping = self.reduce_lr = None
+        self.restore: _State | None = None
+        self.phase_end = 0  # the epoch count at which this phase ends (if early stopping does not end it)
+
+    def on_train_begin(self, logs=None) -> None:
+        # EarlyStopping and ReduceLROnPlateau reset themselves here; put back the saved state.
+        if self.restore is not None:
+            for name, fields in (("early_stopping", _ES_FIELDS), ("reduce_lr", _LR_FIELDS)):
+                callback, saved = getattr(self, name), getattr(self.restore, name)
+                for key in fields:
+                    if key in saved:
+                        setattr(callback, key, saved[key])
+
+    def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
+        logs = dict(logs or {})  # as Keras's History records them (ReduceLROnPlateau added the rate)
+        history = self.running
+        for key, value in logs.items():
+            history.setdefault(key, []).append(float(value))
+        history.setdefault("phase", []).append(self.state_phase_name)
+        state = _State(
+            done=epoch + 1, phase=self.phase, phase_start=self.phase_start,
+            phase_finished=bool(self.model.stop_training) or epoch + 1 >= self.phase_end, history=history,
+            keep={"best_auc": self.keep.best_auc, "best_epoch": self.keep.best_epoch},
+            timer={"seconds": self.timer.seconds, "epochs": self.timer.epochs},
+            early_stopping={k: _jsonable(getattr(self.early_stopping, k, None)) for k in _ES_FIELDS},
+            reduce_lr={k: _jsonable(getattr(self.reduce_lr, k, None)) for k in _LR_FIELDS},
+        )
+        _save_resume(self.path, self.signature, state, self.model, self.keep.best_weights)
+
+    state_phase_name = "train"
+
+
+def _iterators_per_epoch(strategy: tf.distribute.Strategy, class_weight) -> int:
+    """How many iterators ``model.fit`` creates on its training dataset per epoch (measured).
+
+    A ``shuffle(seed=..., reshuffle_each_iteration=True)`` draws a new order for every
+    iterator created on it, and Keras creates more than one per epoch (2 with Keras 3.15);
+    measured on a 64-element probe, so that the count follows the installed Keras.
+    """
+    def probe():
+        return tf.data.Dataset.range(64).shuffle(64, seed=1, reshuffle_each_iteration=True)
+
+    def first(ds):
+        return tuple(int(v) for v in ds.take(8))
+
+    reference = probe()
+    orders = [first(reference) for _ in range(8)]
+    data = probe()
+    batches = data.map(lambda i: (tf.reshape(tf.cast(i, tf.float32), (1,)), tf.reshape(tf.cast(i % 2, tf.float32), (1,)))).batch(64)
+    with strategy.scope():
+        tiny = keras.Sequential([keras.Input((1,)), keras.layers.Dense(1, activation="sigmoid")])
+        tiny.compile(optimizer="sgd", loss="binary_crossentropy")
+    tiny.fit(batches, epochs=1, verbose=0, class_weight=class_weight)
+    after = first(data)
+    return orders.index(after) if after in orders else 1
+
+
+def _fast_forward(train_ds: tf.data.Dataset, epochs: int, strategy, class_weight) -> None:
+    """Advance the training data's random generators by ``epochs`` epochs of ``model.fit``, without training.
+
+    The pipeline's shuffle draws a new order per iterator, its augmentation layers advance
+    per batch: so per epoch, one full pass over the data and the further (empty) iterators
+    Keras creates (:func:`_iterators_per_epoch`).
+    """
+    if epochs <= 0:
+        return
+    extra = max(0, _iterators_per_epoch(strategy, class_weight) - 1)
+    for _ in range(epochs):
+        for _batch in train_ds:
+            pass
+        for _ in range(extra):
+            iter(train_ds)
+
+
+def _jsonable(value):
+    if value is None or isinstance(value, (bool, int, str)):
+        return value
+    return float(np.asarray(value))
+
+
 @dataclass
 class TrainResult:
     """What :func:`train` returns.
@@ -251,6 +456,7 @@ def train(
     verbose: str | int = "auto",
     strategy: str | tf.distribute.Strategy = "auto",
     mixed_precision: str | bool = "auto",
+    resume: bool = True,
 ) -> TrainResult:
     """Train a model; the function behind every chapter and ``pneumo train``.
 
@@ -278,7 +484,8 @@ def train(
         image_size, head, weights: Passed to :func:`pneumo_lib.models.build_model` when
             ``model`` is a name.
         checkpoint: Path ``*.keras`` where the best model so far is saved (atomically,
-            with its card) after every improvement; ``None`` saves nothing.
+            with its card) after every improvement, and beside which the training state
+            is saved after every epoch (see ``resume``); ``None`` saves nothing.
         card: Model-card fields written with each checkpoint (see :func:`save_model`).
         n_train: Number of training images per epoch, for the throughput figure.
         build_options: Extra keyword arguments for the builder, e.g.
@@ -288,6 +495,16 @@ def train(
         verbose: ``"auto"`` (see :func:`progress_verbosity`) or a Keras verbosity.
         strategy: A strategy kind for :func:`pick_strategy` or a strategy object.
         mixed_precision: ``"auto"`` (only with a GPU), ``True`` or ``False``.
+        resume: With a ``checkpoint``: save the whole training state after every epoch to
+            :func:`resume_path` (``model.resume.npz``) and, when that file exists from an
+            interrupted run of the same training (same arguments, card and model), go on
+            from its last epoch. The result then equals an uninterrupted run's: weights,
+            optimizer and random-generator states, callbacks and history are restored, and
+            the training data are iterated once per completed epoch (without training) so
+            that their shuffling and augmentation continue where they were. A corrupt file,
+            or one of another training, gives a :class:`ResumeWarning` naming it and a fresh
+            start. The file is deleted when the training ends. ``False``: no state is saved
+            and an existing one is deleted.
 
     Returns:
         A :class:`TrainResult` whose model holds the best weights.
@@ -314,30 +531,73 @@ def train(
         models.freeze_features(model)
         if fine_tune_epochs:
             phases.append(("fine-tune", fine_tune_learning_rate, fine_tune_epochs))
-    done = 0
-    for phase, rate, phase_epochs in phases:
+    state_file = resume_path(checkpoint) if checkpoint else None
+    signature = ""
+    restored: tuple[_State, dict[str, list[np.ndarray]]] | None = None
+    if state_file is not None and not resume:
+        state_file.unlink(missing_ok=True)
+    elif state_file is not None:
+        state_file.parent.mkdir(parents=True, exist_ok=True)
+        signature = _signature(model, {
+            "epochs": epochs, "learning_rate": learning_rate, "class_weight": class_weight,
+            "fine_tune_epochs": fine_tune_epochs, "fine_tune_learning_rate": fine_tune_learning_rate,
+            "transfer": transfer, "patience": patience, "lr_patience": lr_patience,
+            "warmup_epochs": warmup_epochs, "head": head, "image_size": image_size,
+            "weights": str(weights) if weights is not None else None, "build_options": build_options,
+            "card": card, "seed": seed, "mixed": mixed, "replicas": int(dist.num_replicas_in_sync),
+        })
+        restored = _load_resume(state_file, signature, model)
+    done, first_phase, phase_start = 0, 0, 0
+    saved: _State | None = None
+    if restored is not None:
+        saved, arrays = restored
+        done, first_phase, phase_start = saved.done, saved.phase, saved.phase_start
+        if saved.phase_finished:  # that phase ended (early stopping or its last epoch)
+            first_phase, phase_start = saved.phase + 1, saved.done
+        history = {k: list(v) for k, v in saved.history.items()}
+        keep.best_auc, keep.best_epoch = float(saved.keep["best_auc"]), int(saved.keep["best_epoch"])
+        keep.best_weights = arrays["best"] or None
+        timer.seconds, timer.epochs = float(saved.timer["seconds"]), int(saved.timer["epochs"])
+        _fast_forward(train_ds, done, dist, class_weight)
+    for index, (phase, rate, phase_epochs) in enumerate(phases):
+        if phase == "fine-tune" and index < first_phase:
+            models.unfreeze_top(model)  # a finished fine-tune phase still changed what trains
+        if index < first_phase:
+            continue
         with dist.scope():
             if phase == "fine-tune":
                 models.unfreeze_top(model)
             compile_model(model, rate)
-        phase_callbacks = [
-            keep,
-            timer,
-            keras.callbacks.EarlyStopping(
-                monitor="val_auc", mode="max", patience=patience, start_from_epoch=done + warmup_epochs
-            ),
-            keras.callbacks.ReduceLROnPlateau(
-                monitor="val_auc", mode="max", factor=1 / 3, patience=lr_patience, min_lr=rate / 100, verbose=0
-            ),
-            *(callbacks or []),
-        ]
+        resuming_here = saved is not None and index == saved.phase and not saved.phase_finished
+        if index > first_phase or (saved is not None and not resuming_here):
+            phase_start = done
+        early = keras.callbacks.EarlyStopping(
+            monitor="val_auc", mode="max", patience=patience, start_from_epoch=phase_start + warmup_epochs
+        )
+        reduce = keras.callbacks.ReduceLROnPlateau(
+            monitor="val_auc", mode="max", factor=1 / 3, patience=lr_patience, min_lr=rate / 100, verbose=0
+        )
+        phase_callbacks = [keep, timer, early, reduce]
+        if state_file is not None:
+            saver = _Checkpoint(state_file, signature, saved or _State(), keep, timer, history, index, phase_start)
+            saver.state_phase_name, saver.phase_end = phase, phase_start + phase_epochs
+            saver.early_stopping, saver.reduce_lr = early, reduce
+            if resuming_here:
+                saver.restore = saved
+                with dist.scope():
+                    model.optimizer.build(model.trainable_variables)
+                _assign(model.variables, arrays["model"], "model", state_file)
+                _assign(model.optimizer.variables, arrays["optimizer"], "optimizer", state_file)
+            elif saved is not None and index == first_phase:
+                _assign(model.variables, arrays["model"], "model", state_file)  # a new phase, new optimizer
+            phase_callbacks.append(saver)
         fit = model.fit(
             train_ds,
             validation_data=val_ds,
-            epochs=done + phase_epochs,
+            epochs=phase_start + phase_epochs,
             initial_epoch=done,
             class_weight=class_weight,
-            callbacks=phase_callbacks,
+            callbacks=[*phase_callbacks, *(callbacks or [])],
             verbose=progress_verbosity(verbose),
         )
         ran = len(fit.history.get("loss", []))
@@ -347,6 +607,8 @@ def train(
         done += ran
     if keep.best_weights is not None:
         model.set_weights(keep.best_weights)
+    if state_file is not None:
+        state_file.unlink(missing_ok=True)  # finished: the checkpoint holds the result
     throughput = n_train * timer.epochs / timer.seconds if n_train and timer.seconds > 0 else None
     return TrainResult(
         model=model,

@@ -373,7 +373,7 @@ def is_marked_split(spec: PhantomSpec, split: str) -> bool:
 
 
 def generate_phantom(root: str | os.PathLike, spec: PhantomSpec, *, force: bool = False,
-                     progress: Callable[[int, int], None] | None = None) -> Path:
+                     progress: Callable[[int, int], None] | None = None, workers: int | None = None) -> Path:
     """Generate a phantom dataset into ``root`` (see the module docstring for the layout).
 
     The dataset is written to a temporary sibling folder and renamed into place
@@ -385,6 +385,9 @@ def generate_phantom(root: str | os.PathLike, spec: PhantomSpec, *, force: bool 
         spec: What to generate (see :func:`phantom_spec`).
         force: Replace an existing phantom dataset at ``root``.
         progress: Optional callback ``progress(done, total)``.
+        workers: Processes drawing the images (default: one per CPU core, up to 8, for
+            datasets of :data:`PARALLEL_FROM` images or more; 1: this process only). The
+            bytes are the same for any number.
 
     Returns:
         The ``chest_xray`` folder (Kaggle layout).
@@ -406,7 +409,7 @@ def generate_phantom(root: str | os.PathLike, spec: PhantomSpec, *, force: bool 
         if not force:
             raise FileExistsError(f"{root} already exists; pass force=True (or --force) to replace it.")
     with replace_atomically(root) as tmp:
-        _write_all(tmp, spec, progress)
+        _write_all(tmp, spec, progress, workers)
     return root / "chest_xray"
 
 

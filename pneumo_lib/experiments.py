@@ -242,6 +242,9 @@ def train_on_folder(
     """
     P = get_profile(profile) if not isinstance(profile, Profile) else profile
     arch = models.architecture(name)
+    paths.check_not_folder(out, "model file", suffix=".keras")  # before training, not when saving
+    if weights not in (None, "profile", "imagenet", "source"):
+        paths.check_file(weights, "weights file")
     folder = resolve_data_folder(data_dir)
     if weights == "profile":
         weights = None if arch.family == "scratch" else P.weights
@@ -282,7 +285,12 @@ def evaluate_file(
     from the profile recorded in the model card (quick if there is no card); the image
     size and channels always come from the model itself. The threshold is chosen on the
     folder's validation split.
+
+    Raises:
+        FileNotFoundError: No such model file or dataset folder.
+        pneumo_lib.paths.NotAFileError: ``model_path`` is a folder.
     """
+    paths.check_file(model_path, "model file", suffix=".keras")  # a folder is called a folder, not missing
     model = training.load_model(model_path)
     card = training.read_card(model_path)
     if profile is None:

@@ -79,3 +79,57 @@ def display_path(path: str | os.PathLike[str]) -> str:
             continue
         return name if not rest.parts else f"{name}/{rest.as_posix()}"
     return str(path)
+
+
+
+class NotAFileError(ValueError):
+    """A folder (or a device, socket, pipe) was given where a file is expected; the message says which."""
+
+
+def check_file(path: str | os.PathLike[str], what: str = "file", *, suffix: str | None = None,
+               option: str | None = None) -> Path:
+    """Check that ``path`` is an existing regular file; return it as a :class:`Path`.
+
+    Commands that take a file (a model, a weights file, an output file) call this first,
+    so a folder given by mistake is called a folder, with what is expected instead,
+    rather than reported as missing.
+
+    Args:
+        path: The path given by the user.
+        what: What the file is, for the message ("model file", "weights file", ...).
+        suffix: The expected suffix (e.g. ``".keras"``): the folder's files with it are
+            suggested.
+        option: The command-line option that took ``path`` (e.g. ``"--model"``), named in
+            the message.
+
+    Raises:
+        FileNotFoundError: Nothing exists at ``path``.
+        NotAFileError: ``path`` is a folder or not a regular file (the message names it
+            and what is expected).
+    """
+    path = Path(path).expanduser()
+    check_not_folder(path, what, suffix=suffix, option=option)
+    given = f"{option} {path}" if option else str(path)
+    if not path.exists():
+        raise FileNotFoundError(f"{what[0].upper()}{what[1:]} {given} does not exist.")
+    if not path.is_file():
+        raise NotAFileError(f"{given} is not a regular file (a device, socket or pipe?); expected a {what}.")
+    return path
+
+
+def check_not_folder(path: str | os.PathLike[str], what: str = "file", *, suffix: str | None = None,
+                     option: str | None = None) -> Path:
+    """Refuse a folder where a file (to read or to write) is expected; return ``path`` as a :class:`Path`.
+
+    Raises:
+        NotAFileError: ``path`` is a folder; the message names it, the file expected and,
+            with ``suffix``, the folder's files that have it.
+    """
+    path = Path(path).expanduser()
+    if path.is_dir():
+        given = f"{option} {path}" if option else str(path)
+        expected = f"a {suffix} {what}" if suffix else f"a {what}"
+        found = sorted(p.name for p in path.glob(f"*{suffix}") if p.is_file())[:3] if suffix else []
+        hint = f" (it holds {', '.join(found)}: pass e.g. {path / found[0]})" if found else ""
+        raise NotAFileError(f"{given} is a folder, not a {what}: expected {expected}{hint}.")
+    return path

@@ -187,8 +187,11 @@ def check_model_path(path: str | os.PathLike[str]) -> Path:
 
     Raises:
         FileNotFoundError: No such file.
-        ValueError: The file is not a ``.keras`` archive (by name).
+        ValueError: A folder (named as one), or a file that is not a ``.keras`` archive (by name).
     """
+    from pneumo_lib.paths import check_not_folder
+
+    check_not_folder(path, "model file", suffix=".keras", option="--model")  # a folder is not "no such file"
     model_path = Path(path).expanduser().resolve()
     if not model_path.is_file():
         raise FileNotFoundError(f"--model {path}: no such file.")

@@ -53,12 +53,14 @@ def explain_files(model_path, image_paths, *, method="gradcam", out, layer=None,
     from PIL import Image
 
     from pneumo_lib import cam, data, decision, training
+    from pneumo_lib.paths import check_file
 
-    model = training.load_model(model_path)
-    size, channels = model.inputs[0].shape[1], model.inputs[0].shape[-1]
+    check_file(model_path, "model file", suffix=".keras")  # a folder is called a folder
     paths = [Path(p) for p in image_paths]
     for path in paths:
         data.check_image_file(path)  # missing, a folder or empty: named in one line
+    model = training.load_model(model_path)
+    size, channels = model.inputs[0].shape[1], model.inputs[0].shape[-1]
     images = data.load_images(paths, size, channels)
     cut = decision.model_threshold(model, threshold)
     labels, probabilities = cam.predict(model, images, threshold=cut)

@@ -480,7 +480,7 @@ def _write_card(model_path: Path, card: dict[str, Any]) -> None:
 
 
 def file_report(model_path: Any, data_dir: Any, *, profile: Any = None, bins: int = DEFAULT_BINS,
-                store: bool = False) -> dict[str, Any]:
+                store: bool = False, refer_fraction: Any = None) -> dict[str, Any]:
     """Calibration of a saved model on a dataset folder's test split (``pneumo evaluate --calibration``).
 
     The temperature is fitted on the folder's **validation** split (:func:`calibrate`, the
@@ -497,24 +497,37 @@ def file_report(model_path: Any, data_dir: Any, *, profile: Any = None, bins: in
         bins: Equal-width bins of the ECE and MCE (a positive integer).
         store: Also write the fitted temperature into the model card
             (``card["calibration"]``), so that the app, the explorer and every other consumer
-            of the model show calibrated probabilities.
+            of the model show calibrated probabilities; with ``refer_fraction``, the referral
+            level too (``card["referral"]``), so that they flag images above it.
+        refer_fraction: None, or the share of the validation images to refer, in (0, 1)
+            (e.g. 0.1): the referral level is computed on the validation split
+            (:func:`pneumo_lib.uncertainty.calibrate_referral`) and the report says how many
+            test images are above it.
 
     Returns:
         ``{"temperature", "fitted_on", "validation_images", "validation_nll_before",
         "validation_nll_after", "split", "images", "patients", "bins", "bootstrap_rounds",
         "seed", "stored", "before", "after"}``, where ``before`` and ``after`` are
         :func:`summary` dictionaries (``ece``, ``ece_low``, ``ece_high``, ``mce``, ``brier``,
-        ``nll``; all in [0, 1] but the NLL, which is >= 0).
+        ``nll``; all in [0, 1] but the NLL, which is >= 0). With ``refer_fraction``, also
+        ``"referral"``: the card entry of :func:`pneumo_lib.uncertainty.calibrate_referral`
+        (``level`` in bits, ``fraction``, ``threshold``, ``images``, ``referred_images``, ...)
+        plus ``test_referred`` (test images above the level), ``test_accuracy`` (all test
+        images, by the rule at the card threshold) and ``test_accuracy_kept`` (those not
+        above it; NaN when all are above it).
 
     Raises:
         FileNotFoundError, pneumo_lib.training.ModelFileError: No model file, or a bad one.
-        ValueError: Bad ``bins``, a model without a ``"logits"`` layer, or a validation split
-            the temperature cannot be fitted on (one class only, perfectly separated).
+        ValueError: Bad ``bins``, a model without a ``"logits"`` layer, a validation split
+            the temperature cannot be fitted on (one class only, perfectly separated), or
+            ``refer_fraction`` outside (0, 1) (or referring none of the validation images).
     """
-    from pneumo_lib import data, experiments, training
+    from pneumo_lib import data, experiments, training, uncertainty
     from pneumo_lib.profiles import Profile, get_profile
 
     bins = _check_bins(bins)
+    if refer_fraction is not None:
+        refer_fraction = uncertainty.check_fraction(refer_fraction)
     model = training.load_model(model_path)
     card = training.read_card(model_path)
     if profile is None:
@@ -535,11 +548,22 @@ def file_report(model_path: Any, data_dir: Any, *, profile: Any = None, bins: in
     scored = {key: summary(y, apply_temperature(z, t), groups=groups, bins=bins, rounds=P.bootstrap_rounds,
                            seed=P.seed)
               for key, t in (("before", 1.0), ("after", T))}
+    referral = {}
+    if refer_fraction is not None:
+        entry = uncertainty.calibrate_referral(run, manifest, P, fraction=refer_fraction, write_card=bool(store))
+        p_test = decision.pneumonia_probability(apply_temperature(z, 1.0))
+        flagged = uncertainty.refer(p_test, entry["threshold"], entry["level"])
+        right = decision.predicted_class(p_test, entry["threshold"]) == np.asarray(y).astype(int)
+        referral = {"referral": {**entry, "test_referred": int(flagged.sum()),
+                                 "test_accuracy": float(right.mean()),
+                                 "test_accuracy_kept": float(right[~flagged].mean()) if (~flagged).any()
+                                 else float("nan")}}
     return {
         "temperature": T, "fitted_on": fit["fitted_on"], "validation_images": fit["images"],
         "validation_nll_before": fit["nll_before"], "validation_nll_after": fit["nll_after"],
         "split": "test", "images": int(len(y)), "patients": int(len(set(groups))), "bins": bins,
         "bootstrap_rounds": int(P.bootstrap_rounds), "seed": int(P.seed), "stored": bool(store), **scored,
+        **referral,
     }
 
 
@@ -562,7 +586,16 @@ def format_report(report: dict[str, Any]) -> list[str]:
                 cell += f"  95% CI [{s['ece_low']:.4f}, {s['ece_high']:.4f}]"
             cells.append(cell)
         lines.append(f"  {title:>6}  {cells[0]:<34}  {cells[1]}")
+    r = report.get("referral")
+    if r:
+        lines.append(
+            f"  referral level {r['level']:.4f} bits (entropy at the threshold {r['threshold']:.4f}): above it lie "
+            f"{r['referred_images']} of the {r['images']} {r['fitted_on']} images (fraction {r['fraction']:g})")
+        lines.append(
+            f"  test images above it: {r['test_referred']} of {report['images']}; accuracy on the rest "
+            f"{r['test_accuracy_kept']:.4f} (on all {r['test_accuracy']:.4f})")
     if report["stored"]:
-        lines.append("  the temperature is stored in the model card: the app and the explorer show "
-                     "calibrated probabilities")
+        what = "the temperature and the referral level are" if r else "the temperature is"
+        lines.append(f"  {what} stored in the model card: the app and the explorer show "
+                     "calibrated probabilities" + (" and flag images above the level" if r else ""))
     return lines

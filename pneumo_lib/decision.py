@@ -156,11 +156,19 @@ def attach_temperature(model: Any, card: Mapping[str, Any] | float | None) -> An
 
     :func:`pneumo_lib.training.load_model` does this for every loaded model, so a model whose
     card has no ``calibration`` entry carries 1.0 and every probability stays as it was.
+    Given a card (not a number), the model also gets the card's referral level
+    (:func:`pneumo_lib.uncertainty.attach_referral_level`: ``card["referral"]``, else the
+    default), which the explorer and the app compare an image's uncertainty with; it
+    changes no decision.
     """
     from pneumo_lib.calibration import check_temperature
 
     value = check_temperature(card) if isinstance(card, (int, float)) else temperature_from_card(card)
     setattr(model, TEMPERATURE_ATTRIBUTE, value)
+    if not isinstance(card, (int, float)):
+        from pneumo_lib.uncertainty import attach_referral_level
+
+        attach_referral_level(model, card)
     return model
 
 

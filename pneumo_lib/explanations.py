@@ -9,6 +9,14 @@ and stored in the model card (:func:`pneumo_lib.calibration.calibrate`,
 temperature has ``T = 1`` and is shown as *uncalibrated*. Temperature scaling is monotone, so
 the predicted class (the rule on the raw probability) is the one the calibrated probability
 gives at the calibrated threshold (:func:`pneumo_lib.decision.calibrated_threshold`).
+It also says how *unsure* the model is about the image: :attr:`Explanation.uncertainty` is
+:func:`pneumo_lib.uncertainty.threshold_entropy` of the model's probability at its decision
+threshold (the chapter "How sure is the model?"'s referral measure, in bits: 1 at the
+threshold, towards 0 away from it), and :attr:`Explanation.refer` flags the image
+"Uncertain: refer to a radiologist" when it is above the model's referral level (its card's,
+computed on the validation split by :func:`pneumo_lib.uncertainty.calibrate_referral`, else
+:data:`pneumo_lib.uncertainty.DEFAULT_REFERRAL_LEVEL`). The flag comes with the class, never
+instead of it.
 :func:`explanation_figure` draws an explanation with matplotlib and
 :func:`png_bytes` encodes images for a page. The ipywidgets views of :mod:`pneumo_lib.widgets`
 are built on these functions; this module imports neither ipywidgets nor a browser.
@@ -23,7 +31,7 @@ from dataclasses import dataclass
 import numpy as np
 from PIL import Image
 
-from pneumo_lib import cam, decision
+from pneumo_lib import cam, decision, uncertainty
 from pneumo_lib.data import CLASSES
 
 #: CAM methods offered, display name -> function name in :mod:`pneumo_lib.cam`.
@@ -53,6 +61,8 @@ class Explanation:
             1.0 when the model card holds no fitted temperature (uncalibrated).
         calibrated_probability: ``sigmoid(logit / T)`` in ``[0, 1]``, the probability shown;
             ``None`` when ``T = 1`` (then it is ``probability``).
+        referral: The model's referral level and where it came from
+            (:func:`pneumo_lib.uncertainty.model_referral_level`); the default level without one.
     """
 
     image: np.ndarray
@@ -64,6 +74,7 @@ class Explanation:
     threshold: float = decision.DEFAULT_THRESHOLD
     temperature: float = decision.DEFAULT_TEMPERATURE
     calibrated_probability: float | None = None
+    referral: uncertainty.ReferralLevel = uncertainty.ReferralLevel()
 
     @property
     def calibrated(self) -> bool:
@@ -98,6 +109,39 @@ class Explanation:
     def label(self) -> str:
         """Predicted class name, ``"NORMAL"`` or ``"PNEUMONIA"``."""
         return CLASSES[self.predicted]
+
+    @property
+    def uncertainty(self) -> float:
+        """How unsure the model is about this image, in bits, in [0, 1].
+
+        :func:`pneumo_lib.uncertainty.threshold_entropy` of :attr:`probability` at
+        :attr:`threshold`: 1 when the probability is the threshold, towards 0 far from it
+        (temperature scaling would not change which images are above a level, only the number).
+        """
+        return float(uncertainty.threshold_entropy([self.probability], self.threshold)[0])
+
+    @property
+    def refer(self) -> bool:
+        """Whether the image is flagged "Uncertain: refer to a radiologist": :attr:`uncertainty` is
+        above the referral level (:func:`pneumo_lib.uncertainty.refer`). The class still stands."""
+        return bool(uncertainty.refer([self.probability], self.threshold, self.referral.level)[0])
+
+    def referral_note(self) -> str:
+        """The referral line, one or two sentences; the flag only when :attr:`refer`.
+
+        Flagged: ``"Uncertain: refer to a radiologist. The model's uncertainty about this image,
+        0.99 bits (entropy at its decision threshold), is above the referral level 0.81 bits:
+        <where it came from>."``; else ``"Uncertainty 0.12 bits (entropy at the decision
+        threshold), not above the referral level 0.81 bits: <where it came from>."``
+        (:meth:`pneumo_lib.uncertainty.ReferralLevel.note`).
+        """
+        where = self.referral.source()
+        if self.refer:
+            return (f"{uncertainty.REFERRAL_FLAG}. The model's uncertainty about this image, {self.uncertainty:.2f} "
+                    f"bits (entropy at its decision threshold), is above the referral level "
+                    f"{self.referral.level:.2f} bits: {where}.")
+        return (f"Uncertainty {self.uncertainty:.2f} bits (entropy at the decision threshold), not above the "
+                f"referral level {self.referral.level:.2f} bits: {where}.")
 
     def summary(self, calibration: bool = False) -> str:
         """One line, e.g. ``"PNEUMONIA (probability of pneumonia 0.93)"``.
@@ -186,7 +230,8 @@ def explain(model, image: np.ndarray, *, method: str = "grad_cam", layer: str | 
 
     Returns:
         An :class:`Explanation`, with the model's temperature and, when it is not 1, the
-        calibrated probability (:func:`calibrated_probabilities`).
+        calibrated probability (:func:`calibrated_probabilities`), and the model's referral
+        level (:func:`pneumo_lib.uncertainty.model_referral_level`) for its referral flag.
 
     Raises:
         ValueError: Unknown method, an image that is not ``(S, S, C)`` in ``[0, 1]``, or a bad threshold.
@@ -203,7 +248,7 @@ def explain(model, image: np.ndarray, *, method: str = "grad_cam", layer: str | 
     raw = float(class_probabilities[0, 1])
     calibrated = None if T == decision.DEFAULT_TEMPERATURE else float(calibrated_probabilities(model, image[None])[0])
     return Explanation(image, raw, heatmap, cam.overlay(image, heatmap, alpha=alpha), method, layer, cut,
-                       T, calibrated)
+                       T, calibrated, uncertainty.model_referral_level(model))
 
 
 def png_bytes(image: np.ndarray, size: int = DISPLAY_SIZE) -> bytes:

@@ -14,6 +14,17 @@
   ones (*risk*) against the share kept (*coverage*).
 * :func:`referral`: refer the most uncertain fraction to a radiologist and report
   sensitivity, specificity and accuracy on the images the model keeps.
+* The flag of *one* image (what the explorer and the app show): :func:`refer` flags an image
+  "Uncertain: refer to a radiologist" (:data:`REFERRAL_FLAG`) when its
+  :func:`threshold_entropy` at the model's decision threshold is above a **referral level**.
+  :func:`referral_level` computes that level from validation predictions (the uncertainty
+  above which the chosen fraction, default 10%, of the validation images lie: the chapter's
+  rule "refer the 10% most uncertain" turned into a level a new image can be compared
+  with); :func:`calibrate_referral` stores it in the model card (``card["referral"]``,
+  ``pneumo evaluate --calibration --refer-fraction 0.1 --store-temperature``), and a model
+  whose card holds none uses :data:`DEFAULT_REFERRAL_LEVEL` (0.811 bits: odds within a
+  factor of 3 of the threshold's). The flag is shown beside the predicted class, never
+  instead of it: the class is still the one rule of :mod:`pneumo_lib.decision`.
 
 Entropies are in **bits** (a binary prediction's entropy is at most 1 bit, at P = 0.5).
 """
@@ -21,6 +32,7 @@ Entropies are in **bits** (a binary prediction's entropy is at most 1 bit, at P 
 from __future__ import annotations
 
 import contextlib
+from dataclasses import dataclass
 from typing import Any, Iterable, Sequence
 
 import numpy as np
@@ -320,3 +332,242 @@ def cached_ensemble(name: str = "paper_cnn", profile: Any = "quick", *, seeds: S
         model = decision.attach_temperature(decision.attach_threshold(result.model, card), card)
         runs.append(experiments.CachedModel(model, path, card, trained_now=True))
     return runs
+
+
+# --------------------------------------------------------------------------- the referral flag of one image
+
+#: Share of the validation images :func:`referral_level` refers by default (the chapter's "a tenth").
+DEFAULT_REFERRAL_FRACTION = 0.1
+#: Referral level (bits of :func:`threshold_entropy`) of a model whose card holds none:
+#: ``binary_entropy(0.25)`` = 0.811 bits. An image is above it exactly when its odds of
+#: PNEUMONIA are within a factor of 3 of the threshold's odds (``|logit(p) - logit(threshold)| < ln 3``).
+DEFAULT_REFERRAL_LEVEL = float(binary_entropy(0.25))
+#: The uncertainty the referral level is measured in (the chapter's referral measure).
+REFERRAL_MEASURE = "threshold_entropy"
+#: Attribute under which a loaded model carries its card's referral entry (or ``None``).
+REFERRAL_ATTRIBUTE = "pneumo_referral"
+#: The flag the explorer and the app show above the referral level.
+REFERRAL_FLAG = "Uncertain: refer to a radiologist"
+
+
+def check_fraction(fraction: Any) -> float:
+    """``fraction`` as a float strictly inside (0, 1).
+
+    Raises:
+        ValueError: Not a number, NaN, or outside (0, 1) (referring none or all of the
+            images defines no level).
+    """
+    try:
+        value = float(fraction)
+    except (TypeError, ValueError):
+        raise ValueError(f"The referred fraction must be a number in (0, 1), got {fraction!r}.") from None
+    if isinstance(fraction, bool) or not 0.0 < value < 1.0:
+        raise ValueError(f"The referred fraction must be strictly between 0 and 1 (e.g. 0.1 for a tenth), "
+                         f"got {fraction!r}.")
+    return value
+
+
+def check_referral_level(level: Any) -> float:
+    """``level`` as a float in [0, 1] (bits of :func:`threshold_entropy`, which never exceeds 1).
+
+    Raises:
+        ValueError: Not a number, NaN, or outside [0, 1].
+    """
+    try:
+        value = float(level)
+    except (TypeError, ValueError):
+        raise ValueError(f"A referral level must be a number of bits in [0, 1], got {level!r}.") from None
+    if isinstance(level, bool) or not 0.0 <= value <= 1.0:
+        raise ValueError(f"A referral level must be in [0, 1] bits (the entropy of a binary prediction), "
+                         f"got {level!r}.")
+    return value
+
+
+def referral_level(p: Any, threshold: Any = decision.DEFAULT_THRESHOLD,
+                   fraction: Any = DEFAULT_REFERRAL_FRACTION) -> float:
+    """The uncertainty above which the ``fraction`` most uncertain of these (validation) images lie.
+
+    The measure is the chapter's: ``u = threshold_entropy(p, threshold)`` (bits). The images
+    are sorted by ``u``, most uncertain first, and ``n = round(fraction * N)`` are referred,
+    as :func:`referral` refers them; the level is halfway between the least uncertain
+    referred image and the most uncertain kept one, ``(u_(n) + u_(n+1)) / 2``. An image is
+    then flagged when its uncertainty is *above* the level (:func:`refer`), so the ``n``
+    referred validation images are flagged and the others are not (when ``u_(n) = u_(n+1)``,
+    the tied images sit at the level and are not flagged: fewer than ``n`` are).
+
+    Args:
+        p: P(PNEUMONIA) of the validation images, ``(N,)`` in [0, 1], on the scale the
+            threshold is on (the model's own, uncalibrated probability and its card threshold).
+        threshold: The decision threshold in (0, 1).
+        fraction: Share of the images to refer, in (0, 1) (default 0.1).
+
+    Returns:
+        The level in bits, a float in [0, 1].
+
+    Raises:
+        ValueError: Bad probabilities or threshold, ``fraction`` outside (0, 1), or a
+            fraction that refers none or all of the ``N`` images.
+    """
+    share = check_fraction(fraction)
+    u = threshold_entropy(p, threshold)
+    n = int(round(share * u.size))
+    if not 0 < n < u.size:
+        raise ValueError(
+            f"Referring a fraction of {share:g} of {u.size} images refers {n} of them (round({share:g} * {u.size})), "
+            "which defines no level between referred and kept images: use more validation images or "
+            "another fraction.")
+    ranked = np.sort(u)[::-1]
+    return float(np.clip((ranked[n - 1] + ranked[n]) / 2.0, 0.0, 1.0))
+
+
+def refer(p: Any, threshold: Any = decision.DEFAULT_THRESHOLD, level: Any = DEFAULT_REFERRAL_LEVEL) -> np.ndarray:
+    """The referral flag: True where ``threshold_entropy(p, threshold) > level``.
+
+    The flag comes *in addition to* the predicted class (:func:`pneumo_lib.decision.predicted_class`
+    at the same threshold), never instead of it.
+
+    Args:
+        p: P(PNEUMONIA) ``(N,)`` in [0, 1].
+        threshold: The decision threshold in (0, 1).
+        level: Referral level in bits, in [0, 1] (:func:`referral_level`, or
+            :data:`DEFAULT_REFERRAL_LEVEL`).
+
+    Returns:
+        ``bool (N,)``.
+    """
+    return threshold_entropy(p, threshold) > check_referral_level(level)
+
+
+@dataclass(frozen=True)
+class ReferralLevel:
+    """The referral level a model uses and where it came from.
+
+    Attributes:
+        level: Bits of :func:`threshold_entropy`, in [0, 1].
+        stored: True when it comes from the model card (``card["referral"]``, computed on
+            the validation split by :func:`calibrate_referral`), False for
+            :data:`DEFAULT_REFERRAL_LEVEL`.
+        fraction: The validation share it refers (in (0, 1)), when stored.
+        images: Validation images it was computed on, when stored.
+        split: The split it was computed on (``"val"``), when stored.
+        referred: Validation images above the level, when stored.
+    """
+
+    level: float = DEFAULT_REFERRAL_LEVEL
+    stored: bool = False
+    fraction: float | None = None
+    images: int | None = None
+    split: str | None = None
+    referred: int | None = None
+
+    def source(self) -> str:
+        """Where the level came from, one phrase, e.g. ``"the uncertainty above which 10% of the
+        validation images (25 of 250) lie, stored in the model card"`` or ``"the default (odds
+        within a factor of 3 of the threshold's); the model card holds no referral level"``."""
+        if not self.stored:
+            return "the default (odds within a factor of 3 of the threshold's); the model card holds no referral level"
+        share = f"{self.fraction:.0%}" if self.fraction is not None else "a share"
+        split = {"val": "validation"}.get(self.split or "val", self.split)
+        of = f" ({self.referred} of {self.images})" if self.referred is not None and self.images else ""
+        return f"the uncertainty above which {share} of the {split} images{of} lie, stored in the model card"
+
+    def note(self) -> str:
+        """``"referral level <level:.2f> bits: <source>"`` (:meth:`source`)."""
+        return f"referral level {self.level:.2f} bits: {self.source()}"
+
+
+def referral_from_card(card: Any) -> ReferralLevel:
+    """The referral level stored in a model card (``card["referral"]``), else the default.
+
+    Raises:
+        ValueError: The card stores a level outside [0, 1].
+    """
+    entry = (card or {}).get("referral") or {}
+    if entry.get("level") is None:
+        return ReferralLevel()
+    fraction, images, referred = entry.get("fraction"), entry.get("images"), entry.get("referred_images")
+    return ReferralLevel(check_referral_level(entry["level"]), True,
+                         None if fraction is None else float(fraction),
+                         None if images is None else int(images), entry.get("fitted_on"),
+                         None if referred is None else int(referred))
+
+
+def attach_referral_level(model: Any, card: Any) -> Any:
+    """Give a model its card's referral level (:func:`model_referral_level`); returns the model.
+
+    :func:`pneumo_lib.decision.attach_temperature` calls it with the card, so every model
+    loaded by :func:`pneumo_lib.training.load_model` (and the model cache) carries its card's
+    level, or the default when the card has none.
+    """
+    setattr(model, REFERRAL_ATTRIBUTE, referral_from_card(card))
+    return model
+
+
+def model_referral_level(model: Any = None, level: Any = None) -> ReferralLevel:
+    """The referral level for ``model``: ``level`` if given, else the one the model carries, else the default.
+
+    Args:
+        model: A Keras model or ``None``.
+        level: An explicit level in bits in [0, 1] (reported as not from the card), or ``None``.
+
+    Returns:
+        A :class:`ReferralLevel`.
+    """
+    if level is not None:
+        return ReferralLevel(check_referral_level(level), False) if not isinstance(level, ReferralLevel) else level
+    stored = getattr(model, REFERRAL_ATTRIBUTE, None) if model is not None else None
+    return stored if isinstance(stored, ReferralLevel) else ReferralLevel()
+
+
+def calibrate_referral(run: Any, manifest: Any, profile: Any, *, fraction: Any = DEFAULT_REFERRAL_FRACTION,
+                       split: str = "val", write_card: bool = True) -> dict:
+    """Compute a model's referral level on its validation split and store it in its model card.
+
+    The level is :func:`referral_level` of the model's own P(PNEUMONIA) on ``split`` at its
+    decision threshold (:func:`pneumo_lib.decision.model_threshold`), stored as
+    ``card["referral"]`` (beside ``card["calibration"]``, where the temperature is); the
+    model is given it (:func:`attach_referral_level`). The uncalibrated scale makes the level
+    independent of any temperature fitted before or after (temperature scaling keeps the
+    order of the images, so it would flag the same ones).
+
+    Args:
+        run: A :class:`pneumo_lib.experiments.CachedModel` (``model``, ``path``, ``card``).
+        manifest: The :class:`~pneumo_lib.data.SplitManifest` the model was trained on.
+        profile: The profile (``image_size``).
+        fraction: Share of the validation images to refer, in (0, 1).
+        split: The split to compute it on (``"val"``; never ``"test"``).
+        write_card: Write the card file (else only the in-memory card and model change).
+
+    Returns:
+        The card's ``"referral"`` entry: ``level`` (bits, [0, 1]), ``fraction``, ``measure``,
+        ``threshold``, ``fitted_on``, ``images`` and ``referred_images`` (validation images
+        above the level).
+    """
+    from pathlib import Path
+
+    from pneumo_lib import data
+
+    share = check_fraction(fraction)
+    if split == "test":
+        raise ValueError("Compute the referral level on the validation split, not on test (test is for reporting).")
+    channels = int(run.model.inputs[0].shape[-1])
+    x, _ = data.load_split(manifest, split, profile.image_size, channels=channels)
+    p = predict_probability(run.model, x)
+    cut = decision.model_threshold(run.model)
+    level = referral_level(p, cut, share)
+    entry = {
+        "level": level,
+        "fraction": share,
+        "measure": f"{REFERRAL_MEASURE}: binary entropy (bits) of P(PNEUMONIA) re-centred on the decision threshold",
+        "threshold": cut,
+        "fitted_on": split,
+        "images": int(p.size),
+        "referred_images": int(refer(p, cut, level).sum()),
+    }
+    run.card["referral"] = entry
+    if write_card and getattr(run, "path", None) is not None:
+        from pneumo_lib.calibration import _write_card
+
+        _write_card(Path(run.path), run.card)
+    attach_referral_level(run.model, run.card)
+    return entry

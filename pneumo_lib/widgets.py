@@ -17,6 +17,15 @@ which it is ("calibrated: temperature scaling, T = 1.52" or "uncalibrated: the m
 holds no fitted temperature"); the predicted class is the one rule's
 (:mod:`pneumo_lib.decision`), whatever is shown.
 
+Below the result line, both say how unsure the model is about the image
+(:attr:`pneumo_lib.explanations.Explanation.uncertainty`: the entropy of its probability at its
+decision threshold, the measure of the chapter "How sure is the model?"), against the model's
+referral level (stored in its card by ``pneumo evaluate --calibration --refer-fraction 0.1
+--store-temperature``, else :data:`pneumo_lib.uncertainty.DEFAULT_REFERRAL_LEVEL`), and say which
+level and where it came from. Above the level, the line is a flag (``pneumo-refer``) that starts
+"Uncertain: refer to a radiologist" (:data:`REFERRAL_FLAG`); below it, a plain note
+(``pneumo-certainty``). The predicted class stays on the result line either way.
+
 Every upload is also checked for looking like a chest radiograph
 (:func:`pneumo_lib.uploads.upload_radiograph_check`): one that does not (a 1 x 1 image,
 noise, a colour photograph) gets a warning box above its result, "This does not look like a
@@ -25,7 +34,7 @@ chest X-ray", with the reasons, and its result line is dimmed; a multi-frame DIC
 
 Both show results through :class:`ResultPane`, whose HTML carries stable CSS classes
 (``pneumo-result``, ``pneumo-overlay``, ``pneumo-download``, ``pneumo-error``,
-``pneumo-warning``) that the browser test looks for. Uploads go through :mod:`pneumo_lib.uploads`. The pure
+``pneumo-warning``, ``pneumo-refer``, ``pneumo-certainty``) that the browser test looks for. Uploads go through :mod:`pneumo_lib.uploads`. The pure
 functions (:func:`explain`, :class:`Explanation`, :func:`probabilities`, :func:`png_bytes`,
 :func:`layer_options`, :func:`explanation_figure`, :data:`METHODS`) live in
 :mod:`pneumo_lib.explanations` and are importable from here too.
@@ -42,7 +51,7 @@ from typing import Mapping, Sequence
 import ipywidgets as W
 import numpy as np
 
-from pneumo_lib import decision, uploads
+from pneumo_lib import decision, uncertainty, uploads
 from pneumo_lib.data import CLASSES
 from pneumo_lib.explanations import (DISPLAY_SIZE, METHODS, Explanation, data_uri, explain, explanation_figure,
                                      layer_options, png_bytes, probabilities)
@@ -50,13 +59,18 @@ from pneumo_lib.explanations import (DISPLAY_SIZE, METHODS, Explanation, data_ur
 __all__ = [
     "METHODS", "DISPLAY_SIZE", "Explanation", "explain", "probabilities", "png_bytes", "layer_options",
     "explanation_figure", "ResultPane", "AppView", "Explorer", "app_from_environment", "decision_note",
-    "upload_warnings", "NOT_XRAY_WARNING", "upload_size_guard", "upload_size_guard_html",
+    "upload_warnings", "NOT_XRAY_WARNING", "upload_size_guard", "upload_size_guard_html", "REFERRAL_FLAG",
+    "referral_page_note",
 ]
 
 #: Widget style: labels as wide as their text (not cut to "CAM met...").
 _STYLE = {"description_width": "initial"}
 #: The heading of the warning an upload that fails :func:`pneumo_lib.uploads.radiograph_check` gets.
 NOT_XRAY_WARNING = "This does not look like a chest X-ray"
+#: The flag shown when the model's uncertainty about an image is above its referral level.
+REFERRAL_FLAG = uncertainty.REFERRAL_FLAG
+_REFER_STYLE = ("border:2px solid #b00020;background:#fdecee;color:#7a0016;padding:6px 10px;"
+                "margin:4px 0;border-radius:4px")
 _WARNING_STYLE = ("border:2px solid #b26a00;background:#fff4e5;color:#5c3700;padding:6px 10px;"
                   "margin:4px 0;border-radius:4px")
 
@@ -83,17 +97,19 @@ def upload_warnings(not_xray: Sequence[str] = (), frames: Sequence[str] = ()) ->
 
 
 class ResultPane(W.VBox):
-    """Where an explanation (or an error) is shown: warnings, summary line, images, download link."""
+    """Where an explanation (or an error) is shown: warnings, summary line, referral line, images, download link."""
 
     def __init__(self) -> None:
         self.warning = W.HTML()
         self.summary = W.HTML()
+        self.referral = W.HTML()
         self.pictures = W.HTML()
-        super().__init__([self.warning, self.summary, self.pictures])
+        super().__init__([self.warning, self.summary, self.referral, self.pictures])
         # Found by the page's upload size guard (upload_size_guard_html), which replaces a
         # result with its message when it refuses a file in the browser.
         self.add_class("pneumo-pane")
-        for part, name in ((self.warning, "warnings"), (self.summary, "summary"), (self.pictures, "pictures")):
+        for part, name in ((self.warning, "warnings"), (self.summary, "summary"), (self.referral, "referral"),
+                           (self.pictures, "pictures")):
             part.add_class(f"pneumo-{name}")
 
     def show(self, explanation: Explanation, name: str, detail: str = "", warnings: Sequence[str] = ()) -> None:
@@ -106,6 +122,10 @@ class ResultPane(W.VBox):
             warnings: Sentences shown in a warning box (``pneumo-warning``) above the result
                 (:func:`upload_warnings`); with any, the result line is dimmed
                 (``pneumo-doubtful``).
+
+        Below the result line, the referral line (:meth:`pneumo_lib.explanations.Explanation.referral_note`):
+        a ``pneumo-refer`` flag, "Uncertain: refer to a radiologist. ...", when the model's
+        uncertainty is above its referral level, else a ``pneumo-certainty`` note.
         """
         safe = html.escape(name)
         method = next(k for k, v in METHODS.items() if v == explanation.method)
@@ -116,6 +136,13 @@ class ResultPane(W.VBox):
         self.summary.value = (
             f'<div class="pneumo-result{doubtful}"><b>{safe}</b>: '
             f"{html.escape(explanation.summary(calibration=True))}{html.escape(detail)}</div>")
+        note = html.escape(explanation.referral_note())
+        if explanation.refer:
+            flag = html.escape(REFERRAL_FLAG)
+            self.referral.value = (f'<div class="pneumo-refer" role="alert" style="{_REFER_STYLE}">&#9873; '
+                                   f'<b>{flag}.</b>{note[len(flag) + 1:]}</div>')
+        else:
+            self.referral.value = f'<div class="pneumo-certainty" style="color:#555;font-size:90%">{note}</div>'
         self.pictures.value = (
             '<div style="display:flex;gap:12px;flex-wrap:wrap">'
             f'<figure style="margin:0"><img class="pneumo-input" alt="model input: {safe}" '
@@ -138,19 +165,25 @@ class ResultPane(W.VBox):
         return html.unescape(re.sub(r"<[^>]+>", "", self.summary.value))
 
     @property
+    def referral_text(self) -> str:
+        """The referral line as plain text: the flag "Uncertain: refer to a radiologist. ..." or the
+        uncertainty note (``""`` when no explanation is shown)."""
+        return html.unescape(re.sub(r"<[^>]+>", "", self.referral.value)).replace("\u2691 ", "")
+
+    @property
     def warning_text(self) -> str:
         """The warnings as plain text (``""`` when there are none)."""
         return html.unescape(re.sub(r"<[^>]+>", "", self.warning.value.replace("</div><div", "</div>\n<div")))
 
     def show_error(self, message: str) -> None:
         """Replace any result with a readable error message."""
-        self.warning.value = ""
+        self.warning.value = self.referral.value = ""
         self.summary.value = f'<div class="pneumo-error" style="color:#b00020">{html.escape(message)}</div>'
         self.pictures.value = ""
 
     def show_note(self, text: str) -> None:
         """Replace any result with a neutral message (``pneumo-note``)."""
-        self.warning.value = ""
+        self.warning.value = self.referral.value = ""
         self.summary.value = f'<div class="pneumo-note">{html.escape(text)}</div>'
         self.pictures.value = ""
 
@@ -164,7 +197,7 @@ _GUARD_SCRIPT = """<script>
     while (root && !(pane = root.querySelector('.pneumo-pane'))) { root = root.parentElement; }
     pane = pane || document.querySelector('.pneumo-pane');
     var summary = null;
-    ['summary', 'warnings', 'pictures'].forEach(function (k) {
+    ['summary', 'warnings', 'referral', 'pictures'].forEach(function (k) {
       var el = pane && pane.querySelector('.pneumo-' + k + ' .widget-html-content');
       if (el) { el.innerHTML = ''; if (k === 'summary') { summary = el; } }
     });
@@ -405,7 +438,7 @@ def app_from_environment() -> AppView:
     size, channels = _input_shape(model)
     explain(model, np.zeros((size, size, channels), np.float32))
     threshold = app.decision_threshold(path)
-    note += " " + decision_note(model, threshold)
+    note += " " + decision_note(model, threshold) + " " + referral_page_note(model)
     return AppView(model, note, threshold=threshold)
 
 
@@ -432,6 +465,20 @@ def decision_note(model, threshold: float | None = None) -> str:
     return (f"Decision threshold: calibrated probability of pneumonia >= {shown:.2f} "
             f"({cut:.2f} before calibration, chosen on the validation split). Probabilities are "
             f"calibrated by temperature scaling (T = {T:.2f}, fitted on the validation split).")
+
+
+def referral_page_note(model) -> str:
+    """The sentence the app's page shows about the referral level, e.g.
+    ``"Images whose uncertainty (entropy at the decision threshold) is above 0.81 bits are flagged
+    for a radiologist's reading (referral level 0.81 bits: the default ...); the class is shown
+    either way."``
+
+    Args:
+        model: The served model (its referral level: :func:`pneumo_lib.uncertainty.model_referral_level`).
+    """
+    level = uncertainty.model_referral_level(model)
+    return (f"Images whose uncertainty (entropy at the decision threshold) is above {level.level:.2f} bits are "
+            f"flagged for a radiologist's reading ({level.note()}); the class is shown either way.")
 
 
 class Explorer(_ExplainerView):
@@ -580,9 +627,16 @@ class Explorer(_ExplainerView):
     def figure(self, title: str | None = None):
         """The current view as a matplotlib figure (for the static book, where widgets have no kernel).
 
-        The default title is the result line: name, class, (calibrated or uncalibrated) probability.
+        The default title is the result line: name, class, (calibrated or uncalibrated) probability,
+        followed on a second line by "Uncertain: refer to a radiologist (uncertainty ... bits > referral
+        level ... bits)" when the image is flagged.
         """
         if self.current is None:
             raise ValueError("Nothing is shown yet: select an image or upload one first.")
         name = self._image[0] if self._image else ""
-        return explanation_figure(self.current, title or f"{name}: {self.current.summary(calibration=True)}")
+        if not title:
+            title = f"{name}: {self.current.summary(calibration=True)}"
+            if self.current.refer:
+                title += (f"\n{REFERRAL_FLAG} (uncertainty {self.current.uncertainty:.2f} bits > referral level "
+                          f"{self.current.referral.level:.2f} bits)")
+        return explanation_figure(self.current, title)

@@ -57,6 +57,12 @@ def add_commands(subparsers: argparse._SubParsersAction) -> None:
         help="with --calibration: write the fitted temperature into the model card, so that the app and "
              "the explorer show calibrated probabilities")
     evaluate.add_argument("--bins", type=int, default=15, help="with --calibration: ECE bins (default: 15)")
+    evaluate.add_argument(
+        "--refer-fraction", type=float, default=None, metavar="F",
+        help="with --calibration: compute the referral level, the uncertainty (entropy at the decision "
+             "threshold) above which the fraction F, in (0, 1), of the validation images lie (e.g. 0.1), "
+             "and count the test images above it; with --store-temperature it is stored in the model card "
+             "too, and the app and the explorer flag images above it 'Uncertain: refer to a radiologist'")
     evaluate.set_defaults(handler=_evaluate)
 
 
@@ -83,11 +89,16 @@ def _evaluate(args: argparse.Namespace) -> int:
 
     if not args.calibration and (args.store_temperature or args.bins != calibration.DEFAULT_BINS):
         raise ValueError("--store-temperature and --bins only apply with --calibration.")
+    if not args.calibration and args.refer_fraction is not None:
+        raise ValueError("--refer-fraction only applies with --calibration.")
+    if args.refer_fraction is not None and not 0.0 < args.refer_fraction < 1.0:
+        raise ValueError(f"--refer-fraction must be strictly between 0 and 1 (e.g. 0.1), got {args.refer_fraction}.")
     if args.calibration and (isinstance(args.bins, bool) or args.bins < 1):
         raise ValueError(f"--bins must be a positive integer, got {args.bins}.")
     evaluation = experiments.evaluate_file(args.model, args.data, profile=args.profile)
     report = calibration.file_report(args.model, args.data, profile=args.profile, bins=args.bins,
-                                     store=args.store_temperature) if args.calibration else None
+                                     store=args.store_temperature,
+                                     refer_fraction=args.refer_fraction) if args.calibration else None
     if args.json:
         out = evaluation.as_dict()
         if report is not None:

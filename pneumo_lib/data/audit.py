@@ -9,7 +9,6 @@ reads files, decodes at most one frame of a DICOM and never more than
 
 from __future__ import annotations
 
-import errno
 import hashlib
 import os
 import warnings
@@ -26,7 +25,15 @@ from pneumo_lib.data.images import (
     open_image,
     read_image,
 )
-from pneumo_lib.data.layout import CLASSES, SPLITS, check_layout, is_image_name, patient_id, resolve_data_dir
+from pneumo_lib.data.layout import (
+    CLASSES,
+    SPLITS,
+    check_layout,
+    is_image_name,
+    link_problem,
+    patient_id,
+    resolve_data_dir,
+)
 
 
 @dataclass
@@ -99,16 +106,13 @@ class AuditReport:
         return "\n".join(lines)
 
 
-def _link_problem(entry: Path, folder: Path) -> str | None:
-    """Why a symbolic link cannot be followed (a loop, broken, or pointing to a parent), else None."""
-    try:
-        os.stat(entry)
-    except OSError as err:
-        if err.errno == errno.ELOOP:
-            return "symbolic-link loop (the link leads back to itself); remove or fix the link"
-        return f"broken symbolic link to {os.readlink(entry)}; remove or fix the link"
-    target = entry.resolve()
-    if entry.is_dir() and (target == folder.resolve() or target in folder.resolve().parents):
+def _link_problem(entry: Path) -> str | None:
+    """Why a symbolic link cannot be followed (a loop, broken, or leading to a folder that holds it), else None."""
+    why = link_problem(entry)
+    if why:
+        return why
+    target, parent = entry.resolve(), entry.parent.resolve()
+    if entry.is_dir() and (target == parent or target in parent.parents):
         return "symbolic-link loop (a link to a folder that contains it); remove the link"
     return None
 
@@ -158,12 +162,16 @@ def audit(data_dir: str | os.PathLike, splits: tuple[str, ...] = SPLITS,
         report.counts[split] = {c: 0 for c in CLASSES}
         for label, cls in enumerate(CLASSES):
             folder = root / split / cls
+            for linked in (root / split, folder) if cls == CLASSES[0] else (folder,):
+                why = link_problem(linked)
+                if why:  # a split or class folder that is a loop or a broken link: named, and the audit goes on
+                    report.unreadable.append((linked.relative_to(root).as_posix(), why))
             if not folder.is_dir():
                 continue
             for file in sorted(folder.rglob("*")):
                 rel = file.relative_to(root).as_posix()
                 if file.is_symlink():
-                    why = _link_problem(file, folder)
+                    why = _link_problem(file)
                     if why:
                         report.unreadable.append((rel, why))
                         continue

@@ -7,6 +7,7 @@ hidden files) are ignored everywhere.
 
 from __future__ import annotations
 
+import errno
 import os
 import re
 from dataclasses import dataclass
@@ -62,6 +63,29 @@ def patient_id(file_name: str, label: int | None = None) -> str:
     return prefix + stem
 
 
+def link_problem(path: str | os.PathLike) -> str | None:
+    """Why the symbolic link ``path`` cannot be followed (a loop, or broken), else None.
+
+    None too when ``path`` is not a symbolic link or leads to something that exists.
+    """
+    path = Path(path)
+    if not path.is_symlink():
+        return None
+    try:
+        os.stat(path)
+    except OSError as err:
+        if err.errno == errno.ELOOP:
+            return "symbolic-link loop (the link leads back to itself); remove or fix the link"
+        return f"broken symbolic link to {os.readlink(path)}; remove or fix the link"
+    return None
+
+
+def _missing(folder: Path, what: str) -> str:
+    """``folder`` is absent: say so, or that it is a link that cannot be followed."""
+    why = link_problem(folder)
+    return f"{what} {folder} is a {why}" if why else f"Missing {what.lower()} {folder}."
+
+
 def check_layout(data_dir: str | os.PathLike, splits: tuple[str, ...] = SPLITS) -> Path:
     """Check that ``data_dir`` is a ``chest_xray`` folder in the Kaggle layout.
 
@@ -80,7 +104,11 @@ def check_layout(data_dir: str | os.PathLike, splits: tuple[str, ...] = SPLITS) 
     """
     root = Path(data_dir).expanduser().absolute()
     if not root.is_dir():
-        raise FileNotFoundError(f"Dataset folder {root} does not exist.")
+        why = link_problem(root)
+        raise FileNotFoundError(f"Dataset folder {root} is a {why}." if why else f"Dataset folder {root} does not exist.")
+    for split in splits:
+        if link_problem(root / split):
+            raise FileNotFoundError(_missing(root / split, "Split folder") + ".")
     missing = [s for s in splits if not (root / s).is_dir()]
     if missing:
         nested = [p.parent for p in root.glob("*/train") if p.is_dir()]
@@ -93,7 +121,7 @@ def check_layout(data_dir: str | os.PathLike, splits: tuple[str, ...] = SPLITS) 
             folder = root / split / cls
             if not folder.is_dir():
                 raise FileNotFoundError(
-                    f"Missing class folder {folder}. Each split needs NORMAL/ and PNEUMONIA/.")
+                    f"{_missing(folder, 'Class folder').rstrip('.')}. Each split needs NORMAL/ and PNEUMONIA/.")
             if not any(is_image_name(f.name) for f in folder.iterdir() if f.is_file()):
                 raise ValueError(f"Class folder {folder} holds no images (.jpeg/.png/.dcm).")
     return root

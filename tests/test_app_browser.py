@@ -72,6 +72,22 @@ def library(server):
 
 
 @pytest.fixture(scope="module")
+def referral_line(server):
+    """The library's referral line for an upload (flag or uncertainty note), computed in this process."""
+    from pneumo_lib import app, training, uploads, widgets
+
+    model = training.load_model(server[1])
+    threshold = app.decision_threshold(server[1])
+    size, channels = model.input_shape[1], model.input_shape[-1]
+
+    def line(name: str, content: bytes) -> str:
+        image = uploads.read_upload(uploads.Upload(name, content), size, channels)
+        return widgets.explain(model, image, threshold=threshold).referral_note()
+
+    return line
+
+
+@pytest.fixture(scope="module")
 def browser():
     from playwright.sync_api import sync_playwright
 
@@ -135,9 +151,10 @@ def test_page_says_which_model_answers(page):
     assert "quick-profile scratch CNN" in note and "phantom" in note
     assert "Decision threshold" in note
     assert "Probabilities are uncalibrated" in note or "Probabilities are calibrated by temperature scaling" in note
+    assert "flagged for a radiologist's reading (referral level" in note
 
 
-def test_phantom_and_kaggle_uploads_show_prediction_and_overlay(page, library, capsys):
+def test_phantom_and_kaggle_uploads_show_prediction_and_overlay(page, library, referral_line, capsys):
     answer, confident = library
     phantom = confident["PNEUMONIA"][0]
     kaggle = _kaggle_xray()
@@ -145,6 +162,9 @@ def test_phantom_and_kaggle_uploads_show_prediction_and_overlay(page, library, c
     for path in (phantom, kaggle):
         text, seconds = _upload(page, path.name, path.read_bytes())
         assert text == answer(path.name, path.read_bytes())
+        # The referral line: the "Uncertain: refer to a radiologist" flag or the uncertainty note, as the library says.
+        shown = page.inner_text(".pneumo-refer, .pneumo-certainty").replace("\u2691", "").strip()
+        assert shown == referral_line(path.name, path.read_bytes())
         times[path.name] = seconds
         link = page.get_attribute("a.pneumo-download", "href")
         assert link.startswith("data:image/png;base64,") and len(link) > 1000

@@ -63,12 +63,20 @@ def test_truncated_jpeg_is_named_in_one_line_by_the_pipeline_and_the_audit(tmp_p
     assert (tmp_path / "cut.jpeg").read_bytes() == before  # never modified
 
 
-def test_a_jpeg_only_tensorflow_rejects_is_named_not_a_traceback(tmp_path):
+def test_a_jpeg_only_tensorflow_rejects_is_named_not_a_traceback(tmp_path, monkeypatch, capfd):
     content = _jpeg()
     f = tmp_path / "noscan.jpeg"
     f.write_bytes(content[: content.index(b"\xff\xda")] + b"\xff\xd9")  # ends well, holds no scan
     good = tmp_path / "good.jpeg"
     good.write_bytes(content)
+    # Refused from its header, before TensorFlow's libjpeg prints "missing SOS marker" to stderr.
+    with pytest.raises(data.ImageReadError, match=r"noscan\.jpeg could not be decoded \(a JPEG header that ends "
+                                                  r"before its image data\)") as err:
+        data.load_images([good, f], 16)
+    assert "\n" not in str(err.value) and capfd.readouterr().err == ""
+    assert [p for p, _ in pipeline.find_undecodable([good, f])] == [str(f)]
+    # A file the checks let through and TensorFlow fails on is still named, from the failed batch.
+    monkeypatch.setattr(pipeline, "_ends_before_scan", lambda head, at: False)
     with pytest.raises(data.ImageReadError, match=r"noscan\.jpeg could not be decoded \(jpeg::Uncompress failed") as err:
         data.load_images([good, f], 16)
     assert "\n" not in str(err.value) and "function_node" not in str(err.value)

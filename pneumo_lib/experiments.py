@@ -291,6 +291,7 @@ def evaluate_file(
         pneumo_lib.paths.NotAFileError: ``model_path`` is a folder.
     """
     paths.check_file(model_path, "model file", suffix=".keras")  # a folder is called a folder, not missing
+    folder = resolve_data_folder(data_dir)  # checked before the model is loaded
     model = training.load_model(model_path)
     card = training.read_card(model_path)
     if profile is None:
@@ -300,7 +301,6 @@ def evaluate_file(
         P = get_profile(profile) if not isinstance(profile, Profile) else profile
     size, channels = int(model.input_shape[1]), int(model.input_shape[-1])
     P = get_profile(P, image_size=size)
-    folder = resolve_data_folder(data_dir)
     manifest = data.make_splits(folder, seed=P.seed, save=False)
     test_ds = data.split_dataset(manifest, "test", P, channels=channels)
     val_ds = data.split_dataset(manifest, "val", P, channels=channels)

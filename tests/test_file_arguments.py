@@ -66,3 +66,21 @@ def test_train_refuses_a_folder_as_its_output_or_weights_before_training(tmp_pat
 def test_serve_calls_a_model_folder_a_folder(folder, capsys):
     assert cli.main(["serve", "--model", str(folder)]) == 2
     assert f"--model {folder} is a folder, not a model file" in _one_line_error(capsys)
+
+
+def test_a_file_where_a_folder_is_expected_is_called_a_file(tmp_path, folder, pneumo_home, capsys):
+    from pneumo_lib.data import audit
+
+    text = tmp_path / "notes.txt"
+    text.write_text("a file")
+    image = tmp_path / "scan.png"
+    image.write_bytes(b"\x89PNG not read")
+    before = tree_digest(tmp_path)
+    assert cli.main(["data", "audit", str(text)]) == 1
+    assert f"{text} is a file, not a dataset folder" in capsys.readouterr().out
+    assert any("is a file, not a dataset folder" in p for p in audit(text).problems)
+    assert cli.main(["evaluate", str(folder / "best.keras"), "--data", str(text)]) == 2
+    assert f"{text} is a file, not a dataset folder" in _one_line_error(capsys)  # before the model is read
+    assert cli.main(["explain", str(folder / "best.keras"), str(image), "--out", str(text)]) == 2
+    assert f"--out {text} is a file, not a folder" in _one_line_error(capsys)
+    assert tree_digest(tmp_path) == before and not pneumo_home.exists()

@@ -56,6 +56,9 @@ def explain_files(model_path, image_paths, *, method="gradcam", out, layer=None,
     from pneumo_lib.paths import check_file
 
     check_file(model_path, "model file", suffix=".keras")  # a folder is called a folder
+    if Path(out).exists() and not Path(out).is_dir():
+        raise ValueError(f"--out {out} is a file, not a folder: expected the folder for the overlays "
+                         "(created if missing).")
     paths = [Path(p) for p in image_paths]
     for path in paths:
         data.check_image_file(path)  # missing, a folder or empty: named in one line

@@ -105,7 +105,12 @@ def check_layout(data_dir: str | os.PathLike, splits: tuple[str, ...] = SPLITS) 
     root = Path(data_dir).expanduser().absolute()
     if not root.is_dir():
         why = link_problem(root)
-        raise FileNotFoundError(f"Dataset folder {root} is a {why}." if why else f"Dataset folder {root} does not exist.")
+        if why:
+            raise FileNotFoundError(f"Dataset folder {root} is a {why}.")
+        if root.exists():
+            raise FileNotFoundError(f"{root} is a file, not a dataset folder: expected a chest_xray folder "
+                                    "(or the folder holding it) in the Kaggle layout.")
+        raise FileNotFoundError(f"Dataset folder {root} does not exist.")
     for split in splits:
         if link_problem(root / split):
             raise FileNotFoundError(_missing(root / split, "Split folder") + ".")

@@ -76,5 +76,6 @@ def test_train_evaluate_and_audit_name_the_bad_images_of_a_dataset(tmp_path, mod
     unreadable = [line for line in captured.out.splitlines() if line.startswith("  unreadable: ")]
     assert len(unreadable) == len(BAD) and captured.err == ""
     assert all(any(os.path.splitext(n)[0] in line for line in unreadable) for n in BAD)
+    assert any("noscan" in line and "ends before its image data" in line for line in unreadable), unreadable
     assert tree_digest(tmp_path) == before and not (tmp_path / "t.keras").exists()
     assert not (pneumo_home / "splits").exists()  # no split manifest from a failed run

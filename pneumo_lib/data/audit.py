@@ -126,6 +126,9 @@ def _probe(file: Path, max_pixels: int) -> tuple[str, tuple[int, int]]:
         return "DICOM", (arr.shape[1], arr.shape[0])
     with open_image(file, max_pixels) as im:
         mode, size = im.mode, im.size
+        if not im.tile:  # Pillow found no image data (a JPEG header that ends before its scan)
+            raise ImageReadError("could not be decoded (a header that ends before its image data); "
+                                 "the file is corrupt")
         if im.format == "JPEG":  # decode at 1/8 scale: enough to find truncation, 10x faster
             im.draft(im.mode, (max(1, size[0] // 8), max(1, size[1] // 8)))
         try:

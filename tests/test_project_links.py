@@ -98,7 +98,6 @@ def test_there_are_notebooks_with_a_colab_setup_cell():
         assert _install_lines(path), f"{path.relative_to(ROOT)}: no `pip install ... git+https://...` line"
 
 
-@pytest.mark.xfail(strict=True, reason="notebook install cells updated with the next re-execution")
 def test_every_notebook_installs_the_pinned_ref_of_the_repository():
     expected = project.pip_install_line()
     wrong = [

@@ -17,8 +17,10 @@ from pneumo_lib.assignments.core import ____, Assignment, Question, Wrong
 __all__ = ["q1", "q2", "____", "ASSIGNMENT", "TARGET_AUC", "CPU_SECONDS", "MAX_PARAMS"]
 
 ID = "a2_model"
-#: ROC AUC the trained model must reach on the phantom test split (quick profile).
-TARGET_AUC = 0.90
+#: ROC AUC the trained model must reach on the phantom test split (quick profile). The
+#: phantom is tuned to be about as hard as the real data (the book's paper CNN scores 0.90 to
+#: 0.91 over three seeds); the reference solution reaches about 0.88 within the budget.
+TARGET_AUC = 0.85
 #: CPU seconds (process time, all threads) the training may take.
 CPU_SECONDS = 240.0
 #: Largest allowed number of parameters.

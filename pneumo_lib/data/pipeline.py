@@ -637,13 +637,3 @@ def paste_markers(images: np.ndarray, data_dir: str | os.PathLike, *,
         inside = masks[i] > 0
         pasted[i][inside] = donor_x[d][inside]
     return pasted, masks
-    take = [donors[i % len(donors)] for i in range(len(images))]
-    used = list(dict.fromkeys(take))
-    files = [data_dir / d for d in used]
-    donor_x = dict(zip(used, load_images(files, size, channels, aspect)))
-    donor_m = dict(zip(used, load_marker_masks(files, size, aspect)))
-    masks = np.stack([donor_m[d] for d in take])
-    for i, d in enumerate(take):
-        inside = masks[i] > 0
-        pasted[i][inside] = donor_x[d][inside]
-    return pasted, masks

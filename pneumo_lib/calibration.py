@@ -523,18 +523,14 @@ def file_report(model_path: Any, data_dir: Any, *, profile: Any = None, bins: in
             ``refer_fraction`` outside (0, 1) (or referring none of the validation images).
     """
     from pneumo_lib import data, experiments, training, uncertainty
-    from pneumo_lib.profiles import Profile, get_profile
+    from pneumo_lib.profiles import get_profile, profile_for_card
 
     bins = _check_bins(bins)
     if refer_fraction is not None:
         refer_fraction = uncertainty.check_fraction(refer_fraction)
     model = training.load_model(model_path)
     card = training.read_card(model_path)
-    if profile is None:
-        values = card.get("profile_values")
-        P = Profile(**values) if values else get_profile("quick")
-    else:
-        P = profile if isinstance(profile, Profile) else get_profile(profile)
+    P = profile_for_card(card, profile)
     size, channels = int(model.input_shape[1]), int(model.input_shape[-1])
     P = get_profile(P, image_size=size)
     folder = experiments.resolve_data_folder(data_dir)

@@ -40,7 +40,7 @@ import numpy as np
 from pneumo_lib import data, decision, evaluation, models, paths, runtime, training
 from pneumo_lib._tf import tf
 from pneumo_lib.data.splits import manifest_file
-from pneumo_lib.profiles import Profile, get_profile
+from pneumo_lib.profiles import Profile, get_profile, profile_for_card
 
 #: Bump when the training recipe (or what its card records) changes, so cached models are retrained.
 RECIPE_VERSION = 7  # 6: the card's test intervals resample patients; 7: thresholds at the midpoint of ties, the paper CNN centres its inputs
@@ -294,11 +294,7 @@ def evaluate_file(
     folder = resolve_data_folder(data_dir)  # checked before the model is loaded
     model = training.load_model(model_path)
     card = training.read_card(model_path)
-    if profile is None:
-        values = card.get("profile_values")
-        P = Profile(**values) if values else get_profile("quick")
-    else:
-        P = get_profile(profile) if not isinstance(profile, Profile) else profile
+    P = profile_for_card(card, profile)
     size, channels = int(model.input_shape[1]), int(model.input_shape[-1])
     P = get_profile(P, image_size=size)
     manifest = data.make_splits(folder, seed=P.seed, save=False)

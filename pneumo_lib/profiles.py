@@ -171,3 +171,18 @@ def get_profile(name: str | Profile = "quick", **overrides: Any) -> Profile:
         else:
             changes[key] = value
     return dataclasses.replace(base, **changes)
+
+
+def profile_for_card(card: dict, profile: "str | Profile | None" = None) -> Profile:
+    """The profile to evaluate a saved model with.
+
+    Args:
+        card: The model's card (``{}`` when it has none).
+        profile: A profile name or object; None takes the profile recorded in the card
+            (``card["profile_values"]``), or ``quick`` when the card records none.
+    """
+    if profile is None:
+        values = card.get("profile_values")
+        return Profile(**values) if values else get_profile("quick")
+    return profile if isinstance(profile, Profile) else get_profile(profile)
+

@@ -105,3 +105,20 @@ def flat_mobilenet_v2(size: int = 64, seed: int = 0):
     logits = keras.layers.Dense(1, name="logits")(x)
     return keras.Model(backbone.input, keras.layers.Activation("sigmoid", name="prediction")(logits),
                        name="flat_mobilenet_v2")
+
+
+def known_logit_model(weight: float = 10.0, bias: float = -5.0, size: int = 8):
+    """``(N, size, size, 1)`` gray -> 1x1 identity convolution, average pooling, one sigmoid unit.
+
+    On a uniform image of gray ``g`` the logit (layer ``"logits"``) is ``weight * g + bias``
+    exactly: with the defaults, gray 0.5 gives logit 0 (P = 0.5) and gray 0.9 logit 4 (P = 0.982).
+    """
+    inputs = keras.Input((size, size, 1), name="image")
+    conv = keras.layers.Conv2D(1, 1, name="conv")
+    x = keras.layers.GlobalAveragePooling2D(name="pool")(conv(inputs))
+    dense = keras.layers.Dense(1, name="logits")
+    out = keras.layers.Activation("sigmoid", name="prediction")(dense(x))
+    model = keras.Model(inputs, out, name="known_logit")
+    conv.set_weights([np.ones((1, 1, 1, 1), np.float32), np.zeros(1, np.float32)])
+    dense.set_weights([np.full((1, 1), weight, np.float32), np.full(1, bias, np.float32)])
+    return model

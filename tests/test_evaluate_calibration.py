@@ -15,28 +15,15 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from _cam_models import known_logit_model
 from PIL import Image
 
 from pneumo_lib import calibration, cli, data, decision, training
 from pneumo_lib.profiles import get_profile
 
 
-def _known_logit_model(weight: float = 10.0, bias: float = -5.0):
-    """8 x 8 gray input, 1x1 identity convolution, average pooling, ``logit = weight * mean + bias``.
-
-    On a uniform image of gray ``g`` the logit is ``10 g - 5``: informative about the synthetic
-    data set below, but not perfectly separating it, so the fitted temperature is finite.
-    """
-    from pneumo_lib._tf import keras
-
-    inputs = keras.Input((8, 8, 1))
-    conv = keras.layers.Conv2D(1, 1, name="conv")
-    x = keras.layers.GlobalAveragePooling2D(name="pool")(conv(inputs))
-    dense = keras.layers.Dense(1, name="logits")
-    model = keras.Model(inputs, keras.layers.Activation("sigmoid", name="prediction")(dense(x)), name="known")
-    conv.set_weights([np.ones((1, 1, 1, 1), np.float32), np.zeros(1, np.float32)])
-    dense.set_weights([np.full((1, 1), weight, np.float32), np.full(1, bias, np.float32)])
-    return model
+# The model throughout: known_logit_model(), logit = 10 * mean gray - 5 on 8 x 8 inputs: informative about the synthetic data set below,
+# not perfectly separating it, so the fitted temperature is finite
 
 
 def _write_dataset(root: Path) -> Path:
@@ -65,7 +52,7 @@ def trained(tmp_path_factory):
     mp.delenv("PNEUMO_DATA", raising=False)
     folder = _write_dataset(tmp_path_factory.mktemp("data"))
     out = tmp_path_factory.mktemp("model") / "model.keras"
-    _known_logit_model().save(out)
+    known_logit_model().save(out)
     yield folder, out
     mp.undo()
 

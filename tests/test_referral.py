@@ -17,6 +17,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from _cam_models import known_logit_model
 from PIL import Image
 
 from pneumo_lib import calibration, cli, data, decision, explanations, training, uncertainty, widgets
@@ -29,23 +30,6 @@ FLAG = "Uncertain: refer to a radiologist"
 def H(q: float) -> float:
     """Binary entropy in bits, written out."""
     return -(q * math.log2(q) + (1 - q) * math.log2(1 - q))
-
-
-def _known_logit_model(weight: float = 10.0, bias: float = -5.0, size: int = 8):
-    """1x1 identity convolution, average pooling, ``logit = weight * mean + bias``, sigmoid.
-
-    On a uniform image of gray ``g`` the logit is ``weight * g + bias``: with the defaults, gray
-    0.5 gives logit 0 exactly (P = 0.5) and gray 0.9 gives logit 4 (P = 0.982).
-    """
-    inputs = keras.Input((size, size, 1))
-    conv = keras.layers.Conv2D(1, 1, name="conv")
-    x = keras.layers.GlobalAveragePooling2D(name="pool")(conv(inputs))
-    dense = keras.layers.Dense(1, name="logits")
-    out = keras.layers.Activation("sigmoid", name="prediction")(dense(x))
-    model = keras.Model(inputs, out, name="known_logit")
-    conv.set_weights([np.ones((1, 1, 1, 1), np.float32), np.zeros(1, np.float32)])
-    dense.set_weights([np.full((1, 1), weight, np.float32), np.full(1, bias, np.float32)])
-    return model
 
 
 def _gray(g: float, size: int = 8) -> np.ndarray:
@@ -130,7 +114,7 @@ def test_bad_probabilities_thresholds_and_levels_are_named():
 
 
 def test_an_image_exactly_at_the_threshold_is_flagged_and_one_far_from_it_is_not():
-    model = _known_logit_model()
+    model = known_logit_model()
     decision.attach_temperature(model, {})  # a card without referral: the default level
     at = widgets.explain(model, _gray(0.5))  # logit 0: P = 0.5 = the threshold
     assert at.probability == 0.5 and at.threshold == 0.5
@@ -145,7 +129,7 @@ def test_an_image_exactly_at_the_threshold_is_flagged_and_one_far_from_it_is_not
 def test_with_a_card_threshold_the_doubt_is_at_that_threshold():
     # Card threshold 0.8 (logit ln 4) and T = 2: an image at logit ln 4 is flagged; one at P = 0.5 is
     # not (q = sigmoid(0 - ln 4) = 0.2, H(0.2) = 0.722 < 0.811), although 0.5 is the usual midpoint.
-    model = _known_logit_model(weight=10.0, bias=-5.0)
+    model = known_logit_model(weight=10.0, bias=-5.0)
     card = {"evaluation": {"threshold": 0.8}, "calibration": {"temperature": 2.0, "fitted_on": "val"}}
     decision.attach_temperature(decision.attach_threshold(model, card), card)
     at = widgets.explain(model, _gray(0.5 + math.log(4) / 10))
@@ -156,7 +140,7 @@ def test_with_a_card_threshold_the_doubt_is_at_that_threshold():
 
 
 def test_a_level_stored_in_the_card_is_used_and_named():
-    model = _known_logit_model()
+    model = known_logit_model()
     card = {"referral": {"level": 0.99, "fraction": 0.1, "images": 50, "referred_images": 5, "fitted_on": "val"}}
     decision.attach_temperature(model, card)
     level = uncertainty.model_referral_level(model)
@@ -174,7 +158,7 @@ def test_a_level_stored_in_the_card_is_used_and_named():
 
 
 def test_the_app_shows_the_flag_for_the_flagged_image_only():
-    model = decision.attach_temperature(_known_logit_model(), {})
+    model = decision.attach_temperature(known_logit_model(), {})
     view = widgets.AppView(model)
     view.show_image("doubt.png", _gray(0.5))
     assert view.result.text == (
@@ -201,7 +185,7 @@ def test_the_explorer_flags_the_test_image_at_the_threshold_and_its_figure_says_
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    model = decision.attach_temperature(_known_logit_model(), {})
+    model = decision.attach_temperature(known_logit_model(), {})
     ex = widgets.Explorer({"known": model}, np.stack([_gray(0.5), _gray(0.9)]), [0, 1], names=["a.png", "b.png"])
     assert ex.current.refer and ex.result.referral_text.startswith(FLAG + ". ")
     fig = ex.figure()
@@ -218,7 +202,7 @@ def test_the_app_page_reads_the_level_from_the_model_card(tmp_path, monkeypatch)
     from pneumo_lib import app
 
     path = tmp_path / "m.keras"
-    _known_logit_model().save(path)
+    known_logit_model().save(path)
     card = {"evaluation": {"threshold": 0.5},
             "referral": {"level": 0.95, "fraction": 0.2, "images": 40, "referred_images": 8, "fitted_on": "val"}}
     training._write_json_atomic(training.card_path(path), card)
@@ -254,7 +238,7 @@ def test_evaluate_refer_fraction_stores_the_level_that_the_app_then_uses(tmp_pat
     monkeypatch.delenv("PNEUMO_DATA", raising=False)
     folder = _write_dataset(tmp_path / "data")
     out = tmp_path / "model.keras"
-    _known_logit_model().save(out)
+    known_logit_model().save(out)
     assert cli.main(["evaluate", str(out), "--data", str(folder), "--calibration", "--refer-fraction", "0.1",
                      "--store-temperature", "--json"]) == 0
     report = json.loads(capsys.readouterr().out)["calibration"]["referral"]
@@ -295,7 +279,7 @@ def test_bad_refer_fraction_options_are_one_clear_line(tmp_path, capsys):
 
 
 def test_calibrate_referral_refuses_the_test_split_and_a_bad_fraction():
-    run = type("Run", (), {"model": _known_logit_model(), "card": {}, "path": None})()
+    run = type("Run", (), {"model": known_logit_model(), "card": {}, "path": None})()
     with pytest.raises(ValueError, match="not on test"):
         uncertainty.calibrate_referral(run, None, None, split="test")
     with pytest.raises(ValueError, match=r"got 0\b"):

@@ -12,11 +12,12 @@ from __future__ import annotations
 
 import math
 import tempfile
+from functools import partial
 from pathlib import Path
 
 import numpy as np
 import pytest
-from _cam_models import detector_model
+from _cam_models import detector_model, known_logit_model
 from _data_helpers import write_dicom
 from _upload_files import png_bytes
 from PIL import Image
@@ -135,20 +136,8 @@ def test_upload_warnings_lists_every_reason_then_the_frames():
 # --------------------------------------------------------------------------- calibrated probability
 
 
-def _known_logit_model(weight: float = 10.0, bias: float = -4.0):
-    """A 1x1 identity convolution, average pooling, ``logit = weight * mean + bias``, sigmoid.
-
-    On a uniform image of gray ``g`` the logit is ``weight * g + bias`` exactly.
-    """
-    inputs = keras.Input((8, 8, 1), name="image")
-    conv = keras.layers.Conv2D(1, 1, name="conv")
-    x = keras.layers.GlobalAveragePooling2D(name="pool")(conv(inputs))
-    dense = keras.layers.Dense(1, name="logits")
-    out = keras.layers.Activation("sigmoid", name="prediction")(dense(x))
-    model = keras.Model(inputs, out, name="known_logit")
-    conv.set_weights([np.ones((1, 1, 1, 1), np.float32), np.zeros(1, np.float32)])
-    dense.set_weights([np.full((1, 1), weight, np.float32), np.full(1, bias, np.float32)])
-    return model
+# logit = weight * mean gray + bias (default 10 g - 4)
+_known_logit_model = partial(known_logit_model, weight=10.0, bias=-4.0)
 
 
 def _sigmoid(z: float) -> float:

@@ -12,6 +12,9 @@ PROFILE ?= quick
 # Everything the library writes (generated data, cached models) stays in the checkout.
 export PNEUMO_HOME ?= $(CURDIR)/.pneumo
 export TF_CPP_MIN_LOG_LEVEL := 3
+# The stored book never contradicts its text: a false prose.claim stops the chapter
+# (a reader's own run shows a note instead; pneumo_lib/prose.py).
+export PNEUMO_CLAIMS := strict
 export PYTHONHASHSEED := 0
 # Kernels are looked up here first, so notebooks run on the venv's Python even
 # when the user has another "python3" kernel installed.

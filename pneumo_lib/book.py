@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterable
 
+from pneumo_lib import prose
 from pneumo_lib.profiles import PROFILES
 
 
@@ -186,6 +187,8 @@ def run_chapter(chapter: Chapter, parameters: dict[str, Any], *, kernel_name: st
     declared = declared_parameters(chapter.path)
     inject = {k: v for k, v in parameters.items() if k in declared and declared[k] != v}
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    # A stored chapter never contradicts its text: a false prose.claim stops it.
+    os.environ[prose.CLAIMS_ENV] = "strict"
     # A headless MPLBACKEND=Agg (common on servers and CI) would make plt.show() draw
     # nothing and silently drop every figure from the stored chapter.
     os.environ["MPLBACKEND"] = "module://matplotlib_inline.backend_inline"

@@ -13,12 +13,24 @@ without needing myst-nb in the kernel, e.g. on Colab).
 A qualitative sentence ("the shortcut model fails on the clean test split") is backed by
 :func:`claim` in the cell that computes its evidence: a re-run that breaks the sentence
 stops the chapter with :class:`ClaimError` naming the claim, instead of printing a
-contradiction under it.
+contradiction under it. That is for the stored book: :data:`CLAIMS_ENV` set to ``strict``
+(``pneumo book run`` sets it when it stores quick-profile chapters; the Makefile exports it).
+A reader's own run (Colab, the full profile, other data) is never stopped by the text: an
+unsupported claim is shown as a note under the cell that computed its evidence, saying what
+the text says and that this run does not support it, and the chapter goes on.
 """
 
 from __future__ import annotations
 
+import os
 from typing import Any
+
+#: Environment variable: ``strict`` makes a false :func:`claim` stop the chapter; anything else
+#: (or unset) shows a note and goes on.
+CLAIMS_ENV = "PNEUMO_CLAIMS"
+#: Key under an unsupported claim's output metadata (``{"pneumo": {UNSUPPORTED_KEY: statement}}``),
+#: so runners can count them.
+UNSUPPORTED_KEY = "unsupported_claim"
 
 #: Mime-type prefix myst-nb (and scrapbook) use for glued values that are not displayed.
 GLUE_PREFIX = "application/papermill.record/"
@@ -70,17 +82,41 @@ def glue(name: str, value: Any, fmt: str | None = None) -> None:
             metadata={"scrapbook": {"name": name, "mime_prefix": GLUE_PREFIX}})
 
 
-def claim(condition: Any, statement: str) -> None:
-    """Stop the chapter when a statement its text makes is false for this run.
+def strict_claims() -> bool:
+    """True when a false :func:`claim` stops the chapter (:data:`CLAIMS_ENV` is ``strict``)."""
+    return os.environ.get(CLAIMS_ENV, "").strip().lower() == "strict"
+
+
+def claim(condition: Any, statement: str) -> bool:
+    """Check a statement the chapter's text makes against this run's outputs.
 
     Args:
         condition: The evidence, truthy when the statement holds.
         statement: The sentence as the text makes it, e.g. ``"Grad-CAM beats both baselines"``.
 
+    Returns:
+        ``bool(condition)``. When it is False and claims are not strict (a reader's run), a
+        note is displayed under the cell: the text's statement and that this run's outputs do
+        not support it (its output metadata carries ``{"pneumo": {"unsupported_claim": ...}}``).
+
     Raises:
-        ClaimError: ``condition`` is falsy; the message quotes the statement.
+        ClaimError: ``condition`` is falsy and :func:`strict_claims` is on (building the stored
+            book); the message quotes the statement.
     """
-    if not condition:
+    if condition:
+        return True
+    if strict_claims():
         raise ClaimError(
             f"The chapter's text says: {statement!r}, but this run's outputs do not support it. "
             "Re-read the outputs above and rewrite the text (or fix the experiment) before publishing.")
+    from IPython.display import display
+
+    plain = (f"Note: the text of this chapter says {statement!r}, but this run's outputs do not "
+             "support it. The text was written for the stored book's run (quick profile, phantom "
+             "data); your run differs in data, profile or machine. Trust the outputs above.")
+    markdown = (f"> **Note.** The text of this chapter says: *{statement}*. This run's outputs do not "
+                "support it. The text was written for the stored book's run (quick profile, phantom "
+                "data); your run differs in data, profile or machine: trust the outputs above.")
+    display({"text/plain": plain, "text/markdown": markdown}, raw=True,
+            metadata={"pneumo": {UNSUPPORTED_KEY: statement}})
+    return False

@@ -1,4 +1,4 @@
-"""prose: glued values in myst-nb's format, and claims that fail loudly."""
+"""prose: glued values in myst-nb's format, and claims that fail loudly when the book is built."""
 
 import pytest
 
@@ -30,7 +30,21 @@ def test_bad_names_and_formats_are_named():
         prose.format_value("text", "d")
 
 
-def test_a_false_claim_stops_with_the_statement():
-    prose.claim(0.9 > 0.5, "holds")
+def test_a_false_claim_stops_the_book_build_with_the_statement(monkeypatch):
+    monkeypatch.setenv(prose.CLAIMS_ENV, "strict")
+    assert prose.claim(0.9 > 0.5, "holds") is True
     with pytest.raises(prose.ClaimError, match="beats both baselines"):
         prose.claim(0.2 > 0.5, "Grad-CAM beats both baselines")
+
+
+def test_a_false_claim_in_a_readers_run_is_a_note_and_the_chapter_goes_on(monkeypatch):
+    monkeypatch.delenv(prose.CLAIMS_ENV, raising=False)
+    shown = []
+    monkeypatch.setattr("IPython.display.display", lambda obj, raw, metadata: shown.append((obj, metadata)))
+    assert prose.claim(0.9 > 0.5, "holds") is True
+    assert shown == []
+    assert prose.claim(0.2 > 0.5, "Grad-CAM beats both baselines") is False
+    (obj, metadata), = shown
+    assert "Grad-CAM beats both baselines" in obj["text/markdown"]
+    assert "do not support it" in obj["text/plain"]
+    assert metadata == {"pneumo": {"unsupported_claim": "Grad-CAM beats both baselines"}}

@@ -6,6 +6,10 @@ Everything sits below a home folder:
 * Datasets: ``$PNEUMO_DATA`` if set, else ``<home>/data``. Each source gets its own
   folder in the Kaggle layout: ``<data>/<source>/chest_xray/{train,val,test}/...``.
 * Trained models cached for the chapters: ``<home>/models``.
+* ``$PNEUMO_KAGGLE_DIR``, when set, is the ``chest_xray`` folder of the ``kaggle`` source
+  instead of ``<data>/kaggle/chest_xray``. ``pneumo book run --rehearse`` sets it for its
+  kernels to a Kaggle-shaped stand-in under ``<home>/rehearsal`` when no real download
+  exists, so the stand-in never sits where a real download belongs.
 
 The Makefile points ``PNEUMO_HOME`` into the checkout (``.pneumo/``) so that a
 book build leaves nothing outside the repository.
@@ -18,6 +22,8 @@ from pathlib import Path
 
 #: The sources a dataset can come from.
 SOURCES = ("phantom", "kaggle", "sample")
+#: Environment variable: the ``chest_xray`` folder used as the ``kaggle`` source when set.
+KAGGLE_DIR_ENV = "PNEUMO_KAGGLE_DIR"
 
 
 def pneumo_home() -> Path:
@@ -41,6 +47,8 @@ def data_root() -> Path:
 def dataset_dir(source: str) -> Path:
     """The ``chest_xray`` folder (Kaggle layout) of one source.
 
+    ``kaggle`` is ``$PNEUMO_KAGGLE_DIR`` when that is set (the rehearsal's stand-in).
+
     Args:
         source: One of :data:`SOURCES`.
 
@@ -49,6 +57,9 @@ def dataset_dir(source: str) -> Path:
     """
     if source not in SOURCES:
         raise ValueError(f"Unknown data source {source!r}. Valid sources: {', '.join(SOURCES)}.")
+    override = os.environ.get(KAGGLE_DIR_ENV) if source == "kaggle" else None
+    if override:
+        return Path(override).expanduser().resolve()
     return data_root() / source / "chest_xray"
 
 

@@ -39,6 +39,11 @@ class Profile:
         seed: Seed for every random number generator.
         bootstrap_rounds: Resamples for bootstrap confidence intervals.
         n_explain: How many test images the explanation chapters explain.
+        images_per_class: At most this many images of each class in each split of a
+            non-phantom dataset (``None``, the default: all of them). When set,
+            :func:`pneumo_lib.data.ensure_dataset` returns a seeded subset copied under
+            ``PNEUMO_HOME`` (the source folder is never changed); the rehearsal
+            (:func:`rehearsal`) uses it.
     """
 
     name: str
@@ -55,10 +60,18 @@ class Profile:
     seed: int
     bootstrap_rounds: int
     n_explain: int
+    images_per_class: int | None = None
 
     def as_dict(self) -> dict[str, Any]:
-        """The profile as a plain dict (for model cards and cache keys)."""
-        return dataclasses.asdict(self)
+        """The profile as a plain dict (for model cards and cache keys).
+
+        ``images_per_class`` is left out while it is ``None`` (all images), so the cache
+        keys of models trained before the field existed stay valid.
+        """
+        values = dataclasses.asdict(self)
+        if values["images_per_class"] is None:
+            del values["images_per_class"]
+        return values
 
 
 PROFILES: dict[str, Profile] = {
@@ -98,7 +111,7 @@ PROFILES: dict[str, Profile] = {
 
 FIELDS: tuple[str, ...] = tuple(f.name for f in dataclasses.fields(Profile))
 #: Fields for which ``None`` is a value (``weights=None``: random initialisation), not "keep".
-NULLABLE: tuple[str, ...] = ("weights",)
+NULLABLE: tuple[str, ...] = ("weights", "images_per_class")
 
 
 class _Keep:
@@ -110,6 +123,16 @@ class _Keep:
 
 #: Pass as an override to keep the profile's value of any field (also those in :data:`NULLABLE`).
 KEEP = _Keep()
+
+
+def _positive_int(key: str, value: Any) -> int:
+    try:
+        number = int(value)
+    except (TypeError, ValueError):
+        number = 0
+    if number < 1 or (isinstance(value, float) and value != number):
+        raise ValueError(f"Profile field {key!r} takes a whole number of at least 1 (or None), got {value!r}.")
+    return number
 
 
 def profile_names() -> list[str]:
@@ -131,7 +154,8 @@ def get_profile(name: str | Profile = "quick", **overrides: Any) -> Profile:
             (papermill passes command-line values as strings).
 
     Returns:
-        A new frozen :class:`Profile`.
+        A new frozen :class:`Profile`. Inside a rehearsal (:data:`REHEARSAL_ENV` is ``1``)
+        the name ``"full"`` gives :func:`rehearsal` of the full profile.
 
     Raises:
         ValueError: Unknown profile name or unknown field, naming the valid ones.
@@ -144,6 +168,8 @@ def get_profile(name: str | Profile = "quick", **overrides: Any) -> Profile:
                 f"Unknown profile {name!r}. Valid profiles: {', '.join(PROFILES)}."
             )
         base = PROFILES[name]
+        if name == "full" and rehearsing():
+            base = rehearsal(base)
     unknown = sorted(set(overrides) - set(FIELDS))
     if unknown:
         raise ValueError(
@@ -154,7 +180,10 @@ def get_profile(name: str | Profile = "quick", **overrides: Any) -> Profile:
         if value is KEEP:
             continue
         if key in NULLABLE:
-            changes[key] = None if value is None or str(value).lower() == "none" else value
+            value = None if value is None or str(value).lower() == "none" else value
+            if key == "images_per_class" and value is not None:
+                value = _positive_int(key, value)
+            changes[key] = value
             continue
         if value is None:
             continue
@@ -186,3 +215,70 @@ def profile_for_card(card: dict, profile: "str | Profile | None" = None) -> Prof
         return Profile(**values) if values else get_profile("quick")
     return profile if isinstance(profile, Profile) else get_profile(profile)
 
+
+
+#: Environment variable: when it is ``1``, ``get_profile("full")`` (by name, as the chapters
+#: call it) returns :func:`rehearsal` of the full profile. ``pneumo book run --rehearse`` sets
+#: it for the chapters' kernels; nothing else does.
+REHEARSAL_ENV = "PNEUMO_REHEARSAL"
+
+#: The sizes and counts a rehearsal shrinks, and to what. Every other field (data source,
+#: weights, learning rates, seed, batch size) keeps the full profile's value, so every code
+#: path of the full profile runs, on CPU, in minutes. The image side is the smallest every
+#: backbone takes (Xception needs 71 px; the others 32).
+REHEARSAL_SIZES: dict[str, Any] = {
+    "image_size": 72,
+    "epochs": 1,
+    "fine_tune_epochs": 1,
+    "images_per_class": 24,
+    "bootstrap_rounds": 20,
+    "n_explain": 8,
+    # Demonstrations that need the phantom (lesion masks, the shortcut variant) use the
+    # quick-sized phantom instead of the full one (5,856 images).
+    "phantom_scale": "quick",
+}
+
+
+def rehearsal(profile: "str | Profile" = "full") -> Profile:
+    """The profile shrunk for a CPU rehearsal: same code paths, small sizes and counts.
+
+    Args:
+        profile: The profile (or its name) to rehearse, normally ``"full"``.
+
+    Returns:
+        A copy with the fields of :data:`REHEARSAL_SIZES` replaced (each only made smaller:
+        a value already below the rehearsal's is kept) and ``"(rehearsal)"`` added to the
+        description; ``name``, ``data_source``, ``weights`` and the rest are unchanged.
+
+    Raises:
+        ValueError: Unknown profile name.
+    """
+    base = profile if isinstance(profile, Profile) else _base_profile(profile)
+    changes: dict[str, Any] = {}
+    for key, small in REHEARSAL_SIZES.items():
+        current = getattr(base, key)
+        if key == "phantom_scale":
+            changes[key] = small
+        elif current is None or current > small:
+            changes[key] = small
+    if "(rehearsal)" not in base.description:
+        changes["description"] = base.description + " (rehearsal)"
+    return dataclasses.replace(base, **changes)
+
+
+def is_rehearsal(profile: Profile) -> bool:
+    """True for a profile made by :func:`rehearsal`."""
+    return profile.description.endswith("(rehearsal)")
+
+
+def rehearsing() -> bool:
+    """True when :data:`REHEARSAL_ENV` is ``1`` (inside a ``pneumo book run --rehearse`` kernel)."""
+    import os
+
+    return os.environ.get(REHEARSAL_ENV, "").strip() == "1"
+
+
+def _base_profile(name: str) -> Profile:
+    if name not in PROFILES:
+        raise ValueError(f"Unknown profile {name!r}. Valid profiles: {', '.join(PROFILES)}.")
+    return PROFILES[name]

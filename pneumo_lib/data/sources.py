@@ -95,6 +95,12 @@ def ensure_dataset(profile: str | Profile = "quick", *,
             (its own folder), e.g. ``PhantomSettings(lesion_scale=1.0)``.
         verbose: Print a line to stderr when generating.
 
+    Returns:
+        The ``chest_xray`` folder. For a non-phantom source and a profile with
+        ``images_per_class`` (the rehearsal), a seeded copy of at most that many images per
+        split and class under ``PNEUMO_HOME`` (:func:`pneumo_lib.data.standin.subset_dataset`);
+        the downloaded folder itself is never changed.
+
     Raises:
         FileNotFoundError: The Kaggle (or sample) dataset has not been downloaded;
             the message gives the command that downloads it.
@@ -112,6 +118,10 @@ def ensure_dataset(profile: str | Profile = "quick", *,
         how = {"kaggle": "pneumo data download (needs a Kaggle API token; see the data chapter)",
                "sample": "pneumo data sample"}[source]
         raise FileNotFoundError(f"No {source} dataset at {folder}. Get it with: {how}")
+    if profile.images_per_class is not None:
+        from pneumo_lib.data.standin import subset_dataset
+
+        return subset_dataset(folder, profile.images_per_class, seed=profile.seed, name=source)
     return folder
 
 

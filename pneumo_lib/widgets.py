@@ -60,7 +60,8 @@ __all__ = [
     "METHODS", "DISPLAY_SIZE", "Explanation", "explain", "probabilities", "png_bytes", "layer_options",
     "explanation_figure", "ResultPane", "AppView", "Explorer", "app_from_environment", "decision_note",
     "upload_warnings", "NOT_XRAY_WARNING", "upload_size_guard", "upload_size_guard_html", "REFERRAL_FLAG",
-    "referral_page_note",
+    "referral_page_note", "ImageSource", "real_sample_source", "reference_model_choice", "TEST_SPLIT", "UPLOAD",
+    "REAL_SAMPLE", "REFERENCE_CHOICE",
 ]
 
 #: Widget style: labels as wide as their text (not cut to "CAM met...").
@@ -71,6 +72,8 @@ NOT_XRAY_WARNING = "This does not look like a chest X-ray"
 REFERRAL_FLAG = uncertainty.REFERRAL_FLAG
 _REFER_STYLE = ("border:2px solid #b00020;background:#fdecee;color:#7a0016;padding:6px 10px;"
                 "margin:4px 0;border-radius:4px")
+_NOTICE_STYLE = ("border:3px solid #b00020;background:#fdecee;color:#7a0016;padding:10px 14px;"
+                 "margin:6px 0;border-radius:4px;font-size:110%")
 _WARNING_STYLE = ("border:2px solid #b26a00;background:#fff4e5;color:#5c3700;padding:6px 10px;"
                   "margin:4px 0;border-radius:4px")
 
@@ -398,22 +401,31 @@ class AppView(_ExplainerView):
     """The web app's page: upload a chest X-ray; see the prediction, its probability, the overlay.
 
     Args:
-        model: The model that answers (built by :mod:`pneumo_lib.models`).
-        note: One sentence saying on the page which model this is.
+        model: The model that answers: a Keras classifier taking ``[0, 1]`` images
+            ``(N, S, S, C)`` (built by :mod:`pneumo_lib.models`, or the real-data reference
+            classifier of :mod:`pneumo_lib.pretrained`).
+        note: Sentences saying on the page which model this is (``pneumo-model-note``).
+        notice: A warning shown prominently above the upload button (``pneumo-model-notice``,
+            e.g. :data:`pneumo_lib.app.PHANTOM_NOTICE`); ``""``: none.
         threshold: Probability at or above which the answer is PNEUMONIA; None: the model's
             (its card's validation threshold when loaded by :func:`pneumo_lib.training.load_model`,
             else 0.5).
         alpha: Initial overlay opacity.
     """
 
-    def __init__(self, model, note: str = "", *, threshold: float | None = None, alpha: float = 0.4) -> None:
+    def __init__(self, model, note: str = "", *, notice: str = "", threshold: float | None = None,
+                 alpha: float = 0.4) -> None:
         self.model = model
         self.upload = _upload_button()
         self.method = _method_picker()
         self.opacity = _opacity_slider(alpha)
         self.result = ResultPane()
-        note_html = W.HTML(f'<p class="pneumo-model-note"><i>{html.escape(note)}</i></p>')
-        super().__init__([note_html, self.upload, W.HBox([self.method, self.opacity]), self.result])
+        parts = []
+        if notice:
+            parts.append(W.HTML(f'<div class="pneumo-model-notice" role="alert" style="{_NOTICE_STYLE}">'
+                                f'&#9888; <b>{html.escape(notice)}</b></div>'))
+        parts.append(W.HTML(f'<p class="pneumo-model-note"><i>{html.escape(note)}</i></p>'))
+        super().__init__([*parts, self.upload, W.HBox([self.method, self.opacity]), self.result])
         self._setup(threshold)
 
     def _model(self):
@@ -423,23 +435,26 @@ class AppView(_ExplainerView):
 def app_from_environment() -> AppView:
     """The app page for the model ``pneumo serve`` chose (see :mod:`pneumo_lib.app`).
 
-    Reads the model path and the note from the environment variables
-    :data:`pneumo_lib.app.MODEL_ENV` and :data:`pneumo_lib.app.NOTE_ENV`; without them
-    (the notebook opened directly) it uses :func:`pneumo_lib.app.default_model`. The
-    model is loaded in Keras safe mode and run once on a blank image, so that the
+    Reads the model path, the note and the notice from the environment variables
+    :data:`pneumo_lib.app.MODEL_ENV`, :data:`pneumo_lib.app.NOTE_ENV` and
+    :data:`pneumo_lib.app.NOTICE_ENV`; without them (the notebook opened directly) it uses
+    :func:`pneumo_lib.app.served_model` (the real-data classifier, else the phantom CNN with its
+    notice). The model is loaded in Keras safe mode and run once on a blank image, so that the
     first upload does not pay TensorFlow's start-up costs.
     """
     from pneumo_lib import app, training
 
     path, note = os.environ.get(app.MODEL_ENV), os.environ.get(app.NOTE_ENV, "")
+    notice = os.environ.get(app.NOTICE_ENV, "")
     if not path:
-        path, note = app.default_model()
+        chosen = app.served_model()
+        path, note, notice = chosen.path, chosen.note, chosen.notice
     model = training.load_model(path)
     size, channels = _input_shape(model)
     explain(model, np.zeros((size, size, channels), np.float32))
     threshold = app.decision_threshold(path)
     note += " " + decision_note(model, threshold) + " " + referral_page_note(model)
-    return AppView(model, note, threshold=threshold)
+    return AppView(model, note, notice=notice, threshold=threshold)
 
 
 def decision_note(model, threshold: float | None = None) -> str:
@@ -452,7 +467,7 @@ def decision_note(model, threshold: float | None = None) -> str:
 
     Returns:
         Without a fitted temperature: ``"Decision threshold: probability of pneumonia >= 0.50.
-        Probabilities are uncalibrated: the model card holds no fitted temperature."``. With
+        Probabilities are uncalibrated (not calibrated: the model card holds no fitted temperature)."``. With
         one, the threshold on the calibrated scale (the same decisions,
         :func:`pneumo_lib.decision.calibrated_threshold`), the card's threshold and ``T``.
     """
@@ -460,7 +475,7 @@ def decision_note(model, threshold: float | None = None) -> str:
     T = decision.model_temperature(model)
     if T == decision.DEFAULT_TEMPERATURE:
         return (f"Decision threshold: probability of pneumonia >= {cut:.2f}. "
-                "Probabilities are uncalibrated: the model card holds no fitted temperature.")
+                "Probabilities are uncalibrated (not calibrated: the model card holds no fitted temperature).")
     shown = decision.calibrated_threshold(model, cut)
     return (f"Decision threshold: calibrated probability of pneumonia >= {shown:.2f} "
             f"({cut:.2f} before calibration, chosen on the validation split). Probabilities are "
@@ -481,34 +496,167 @@ def referral_page_note(model) -> str:
             f"flagged for a radiologist's reading ({level.note()}); the class is shown either way.")
 
 
-class Explorer(_ExplainerView):
-    """The chapter's explorer: test-split images or uploads, models, CAM methods, layers, opacity.
+#: The explorer's name for the test split it is given (a value of :attr:`Explorer.source`).
+TEST_SPLIT = "Test split"
+#: The explorer's name for uploads (a value of :attr:`Explorer.source`).
+UPLOAD = "Upload"
+#: The source name :func:`real_sample_source` is meant to be shown under.
+REAL_SAMPLE = "16 real Kaggle X-rays"
+#: The display name :func:`reference_model_choice` gives the real-data classifier.
+REFERENCE_CHOICE = "real-data Xception (reference)"
+
+
+class ImageSource:
+    """Labelled images the explorer can show: an array, image files, or both.
 
     Args:
-        models: The models to choose from, by display name (or a single model). All take
-            the same input as ``images``.
+        labels: True labels ``(N,)``, 0 = NORMAL, 1 = PNEUMONIA.
+        names: File names shown, default ``"image <i>"``.
+        images: ``float32 (N, S, S, C)`` in ``[0, 1]``, used for models taking ``(S, S, C)``.
+        paths: The image files (JPEG, PNG, DICOM), read as the pipeline reads them
+            (:func:`pneumo_lib.data.load_images`) at the input size of any other model.
+
+    Raises:
+        ValueError: Neither images nor paths, or lengths that differ.
+    """
+
+    def __init__(self, labels: Sequence[int], names: Sequence[str] | None = None, *,
+                 images: np.ndarray | None = None, paths: Sequence[str | os.PathLike] | None = None) -> None:
+        self.labels = np.asarray(labels).astype(int).reshape(-1)
+        self.images = None if images is None else np.asarray(images, dtype=np.float32)
+        self.paths = None if paths is None else [os.fspath(p) for p in paths]
+        self.names = [str(n) for n in names] if names is not None else (
+            [os.path.basename(p) for p in self.paths] if self.paths is not None
+            else [f"image {i}" for i in range(len(self.labels))])
+        self._read: dict[tuple[int, int], np.ndarray] = {}
+        if self.images is None and self.paths is None:
+            raise ValueError("An image source needs images or paths.")
+        sizes = {"labels": len(self.labels), "names": len(self.names)}
+        if self.images is not None:
+            if self.images.ndim != 4:
+                raise ValueError(f"Expected images (N, S, S, C), got shape {self.images.shape}.")
+            sizes["images"] = len(self.images)
+        if self.paths is not None:
+            sizes["paths"] = len(self.paths)
+        if len(set(sizes.values())) != 1:
+            raise ValueError("An image source needs as many labels, names, images and paths; got "
+                             + ", ".join(f"{n} {k}" for k, n in sizes.items()) + ".")
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def fits(self, shape: tuple) -> bool:
+        """Whether it can give images of ``shape`` ``(S, S, C)``: its array has that shape, or it has files."""
+        return self.paths is not None or (self.images is not None and self.images.shape[1:] == tuple(shape))
+
+    def for_input(self, size: int, channels: int) -> np.ndarray:
+        """The images as ``float32 (N, size, size, channels)`` in ``[0, 1]`` (files read once per shape).
+
+        Raises:
+            ValueError: The array has another shape and there are no files to read.
+        """
+        if self.images is not None and self.images.shape[1:] == (size, size, channels):
+            return self.images
+        if self.paths is None:
+            raise ValueError(f"These images are {self.images.shape[1:]}, not ({size}, {size}, {channels}), "
+                             "and no files were given to read them at that size.")
+        key = (int(size), int(channels))
+        if key not in self._read:
+            from pneumo_lib import data
+
+            self._read[key] = data.load_images(self.paths, size, channels)
+        return self._read[key]
+
+
+def real_sample_source() -> ImageSource:
+    """The 16 real Kaggle X-rays (:func:`pneumo_lib.data.ensure_sample`: 8 NORMAL, 8 PNEUMONIA, from
+    the Kaggle validation folder) as an explorer source, read at each model's input size.
+
+    Raises:
+        pneumo_lib.data.sample.SampleError: Not cached and pip cannot fetch them (the message says what to do).
+    """
+    from pathlib import Path
+
+    from pneumo_lib import data
+
+    root = data.ensure_sample()
+    records = data.list_images(root, splits=("val",), check=False)
+    return ImageSource([r.label for r in records], [Path(r.path).name for r in records],
+                       paths=[root / r.path for r in records])
+
+
+def reference_model_choice(*, fetch: bool = True) -> dict[str, object]:
+    """``{REFERENCE_CHOICE: model}``: the classifier trained on the real Kaggle X-rays
+    (:func:`pneumo_lib.pretrained.load_reference_model`, ``[0, 1]`` inputs ``(N, 150, 150, 3)``),
+    ready to add to an explorer's models; ``{}`` when it cannot be had (offline), after printing
+    one line saying so, so a chapter runs on without it.
+    """
+    from pneumo_lib import pretrained
+
+    try:
+        return {REFERENCE_CHOICE: pretrained.load_reference_model(fetch=fetch).model}
+    except (pretrained.PretrainedUnavailable, pretrained.IntegrityError) as err:
+        print(f"The real-data reference classifier is left out of the explorer: {err}")
+        return {}
+
+
+class Explorer(_ExplainerView):
+    """The chapter's explorer: test-split images, other image sources or uploads; models, CAM methods,
+    layers, opacity.
+
+    Args:
+        models: The models to choose from, by display name (or a single model). Each takes
+            ``[0, 1]`` images; a model whose input is not the images' ``(S, S, C)`` needs the
+            test split's files (``paths``) so they can be read at its input size.
         images: The test split, ``float32 (N, S, S, C)`` in ``[0, 1]``.
         labels: Their true labels ``(N,)``, 0 = NORMAL, 1 = PNEUMONIA.
         names: Their file names (shown), default ``"test image <i>"``.
-        threshold: Probability at or above which the prediction is PNEUMONIA; None: each
-            model's own (:func:`pneumo_lib.decision.model_threshold`).
+        threshold: Probability at or above which the prediction is PNEUMONIA: one for every model,
+            or a mapping from model name to threshold; None (or a model left out of the mapping):
+            each model's own (:func:`pneumo_lib.decision.model_threshold`).
         alpha: Initial overlay opacity.
+        paths: The test split's files (optional), for models of another input size.
+        sources: More image sets by display name (:class:`ImageSource`, e.g.
+            ``{REAL_SAMPLE: real_sample_source()}``), offered beside :data:`TEST_SPLIT` and
+            :data:`UPLOAD` in :attr:`source`.
 
     Raises:
-        ValueError: No model, images and labels of different lengths, or a model whose
-            input shape is not the images' ``(S, S, C)``.
+        ValueError: No model, images and labels of different lengths, a model whose input
+            shape is not the images' ``(S, S, C)`` when there are no files to read, or a
+            source name that is taken.
     """
 
     def __init__(self, models, images: np.ndarray, labels: Sequence[int], names: Sequence[str] | None = None,
-                 *, threshold: float | None = None, alpha: float = 0.4) -> None:
+                 *, threshold: float | Mapping[str, float] | None = None, alpha: float = 0.4,
+                 paths: Sequence[str | os.PathLike] | None = None,
+                 sources: Mapping[str, ImageSource] | None = None) -> None:
         self.models: dict[str, object] = dict(models) if isinstance(models, Mapping) else {"model": models}
         self.images = np.asarray(images, dtype=np.float32)
         self.labels = np.asarray(labels).astype(int).reshape(-1)
         self.names = [str(n) for n in names] if names is not None else [
             f"test image {i}" for i in range(len(self.images))]
-        self._check()
-        self._probabilities: dict[str, np.ndarray] = {}
-        self.source = W.ToggleButtons(options=["Test split", "Upload"], description="Image from",
+        self._check(paths)
+        extra = dict(sources or {})
+        for name, src in extra.items():
+            if name in (TEST_SPLIT, UPLOAD) or not isinstance(src, ImageSource):
+                raise ValueError(f"Source {name!r}: expected an ImageSource under a name other than "
+                                 f"{TEST_SPLIT!r} and {UPLOAD!r}.")
+            for model_name, model in self.models.items():
+                if not src.fits(tuple(model.input_shape[1:])):
+                    raise ValueError(f"Model {model_name!r} takes inputs {tuple(model.input_shape[1:])}, but the "
+                                     f"images of source {name!r} are {src.images.shape[1:]} and it has no files.")
+        #: The image sets by name, the test split first.
+        self.sources: dict[str, ImageSource] = {
+            TEST_SPLIT: ImageSource(self.labels, self.names, images=self.images, paths=paths), **extra}
+        self._thresholds = {k: decision.check_threshold(v) for k, v in threshold.items()} if isinstance(
+            threshold, Mapping) else {}
+        unknown = set(self._thresholds) - set(self.models)
+        if unknown:
+            raise ValueError(f"Thresholds given for unknown models {sorted(unknown)}; the models are {list(self.models)}.")
+        self._probabilities: dict[tuple[str, str], np.ndarray] = {}
+        self._set_name = TEST_SPLIT
+        self._last_upload: uploads.Upload | None = None
+        self.source = W.ToggleButtons(options=[*self.sources, UPLOAD], description="Image from",
                                       style=_STYLE)
         self.true_class = W.Dropdown(options=[("any", None), ("NORMAL", 0), ("PNEUMONIA", 1)],
                                      description="True class", style=_STYLE)
@@ -525,7 +673,7 @@ class Explorer(_ExplainerView):
         super().__init__([
             W.HBox([self.model, self.method]), W.HBox([self.layer, self.opacity]),
             self.source, self._test_controls, self.upload, self.result])
-        self._setup(threshold)
+        self._setup(None if isinstance(threshold, Mapping) else threshold)
         self.upload.layout.display = "none"
         self.layer.observe(self._redraw, names="value")
         self._layers_for_model()
@@ -536,18 +684,24 @@ class Explorer(_ExplainerView):
         self.model.observe(self._model_changed, names="value")
         self._refilter()
 
-    def _check(self) -> None:
+    def _check(self, paths) -> None:
         if not self.models:
             raise ValueError("Explorer needs at least one model.")
         if self.images.ndim != 4 or len(self.images) != len(self.labels) or len(self.names) != len(self.labels):
             raise ValueError(
                 f"Explorer needs images (N, S, S, C) with N labels and N names; got images "
                 f"{self.images.shape}, {len(self.labels)} labels, {len(self.names)} names.")
+        if paths is not None and len(paths) != len(self.labels):
+            raise ValueError(f"Explorer got {len(paths)} paths for {len(self.labels)} test images.")
         for name, model in self.models.items():
-            if tuple(model.input_shape[1:]) != self.images.shape[1:]:
+            shape = tuple(model.input_shape[1:])
+            if len(shape) != 3 or shape[0] != shape[1] or shape[0] is None:
+                raise ValueError(f"Model {name!r} takes inputs {shape}; the explorer needs square images (S, S, C).")
+            if shape != self.images.shape[1:] and paths is None:
                 raise ValueError(
-                    f"Model {name!r} takes inputs {tuple(model.input_shape[1:])}, but the images "
-                    f"are {self.images.shape[1:]}.")
+                    f"Model {name!r} takes inputs {shape}, but the images "
+                    f"are {self.images.shape[1:]}; give the test split's files with paths= to read "
+                    "them at its input size.")
 
     def _model(self):
         return self.models[self.model.value]
@@ -555,28 +709,54 @@ class Explorer(_ExplainerView):
     def _layer(self) -> str | None:
         return self.layer.value or None
 
+    def decision_threshold(self) -> float:
+        """The threshold the view decides with for the current model: the one given (for all
+        models, or for this one by name), else the model's (:func:`pneumo_lib.decision.model_threshold`)."""
+        given = self._thresholds.get(self.model.value, self.threshold)
+        return decision.model_threshold(self._model(), given)
+
+    @property
+    def image_set(self) -> ImageSource:
+        """The image set the picker shows: the selected source, or the last one before "Upload"."""
+        return self.sources[self._set_name]
+
+    def _inputs(self) -> np.ndarray:
+        return self.image_set.for_input(*_input_shape(self._model()))
+
     def probabilities(self) -> np.ndarray:
-        """P(PNEUMONIA) of the selected model for every test image, ``(N,)`` in ``[0, 1]`` (cached)."""
-        name = self.model.value
-        if name not in self._probabilities:
-            self._probabilities[name] = probabilities(self._model(), self.images)
-        return self._probabilities[name]
+        """P(PNEUMONIA) of the selected model for every image of the current set (:attr:`image_set`,
+        the test split unless another source is selected), ``(N,)`` in ``[0, 1]`` (cached)."""
+        key = (self.model.value, self._set_name)
+        if key not in self._probabilities:
+            self._probabilities[key] = probabilities(self._model(), self._inputs())
+        return self._probabilities[key]
 
     def shown(self) -> list[int]:
-        """Indices of the test images that pass the class and outcome filters."""
-        keep = np.ones(len(self.labels), bool)
+        """Indices of the current set's images that pass the class and outcome filters."""
+        labels = self.image_set.labels
+        keep = np.ones(len(labels), bool)
         if self.true_class.value is not None:
-            keep &= self.labels == self.true_class.value
+            keep &= labels == self.true_class.value
         if self.outcome.value is not None:
-            correct = decision.predicted_class(self.probabilities(), self.decision_threshold()) == self.labels
+            correct = decision.predicted_class(self.probabilities(), self.decision_threshold()) == labels
             keep &= correct == self.outcome.value
         return [int(i) for i in np.flatnonzero(keep)]
 
-    def select(self, index: int) -> Explanation | None:
-        """Show test image ``index`` (clears the filters if they hide it)."""
+    def select(self, index: int, source: str | None = None) -> Explanation | None:
+        """Show image ``index`` of ``source`` (default: the test split; clears the filters if they hide it).
+
+        Raises:
+            ValueError: Unknown source, or an index outside it.
+        """
+        source = TEST_SPLIT if source is None else source
+        if source not in self.sources:
+            raise ValueError(f"Unknown source {source!r}; the sources are {list(self.sources)}.")
+        if not 0 <= int(index) < len(self.sources[source]):
+            raise ValueError(f"Image {index} is outside {source!r}, which holds {len(self.sources[source])} images.")
+        if self.source.value != source:
+            self.source.value = source
         if index not in self.shown():
             self.true_class.value = self.outcome.value = None
-        self.source.value = "Test split"
         if self.picker.value == index:
             return self._picked()
         self.picker.value = index
@@ -584,34 +764,48 @@ class Explorer(_ExplainerView):
 
     def _refilter(self, change=None) -> None:
         indices = self.shown()
+        src = self.image_set
         keep = self.picker.value if self.picker.value in indices else (indices[0] if indices else None)
         self.picker.unobserve(self._picked, names="value")
-        self.picker.options = [(f"{self.names[i]} (true: {CLASSES[self.labels[i]]})", i) for i in indices]
+        self.picker.options = [(f"{src.names[i]} (true: {CLASSES[src.labels[i]]})", i) for i in indices]
         self.picker.value = keep
         self.picker.observe(self._picked, names="value")
         if indices:
             self._picked()
-        else:
+        elif self.source.value != UPLOAD:
             self._image = self.current = None
-            self.result.show_error("No test image matches these filters.")
+            self.result.show_error("No image matches these filters." if self._set_name != TEST_SPLIT
+                                   else "No test image matches these filters.")
 
     def _picked(self, change=None) -> Explanation | None:
         index = self.picker.value
-        if index is None or self.source.value != "Test split":
+        if index is None or self.source.value == UPLOAD:
             return None
-        correct = decision.predicted_class(self.probabilities()[index:index + 1], self.decision_threshold())[0] == self.labels[index]
-        detail = f"; true class {CLASSES[self.labels[index]]}, {'correct' if correct else 'wrong'}"
-        return self.show_image(self.names[index], self.images[index], detail)
+        src = self.image_set
+        correct = decision.predicted_class(self.probabilities()[index:index + 1], self.decision_threshold())[0] == src.labels[index]
+        detail = f"; true class {CLASSES[src.labels[index]]}, {'correct' if correct else 'wrong'}"
+        return self.show_image(src.names[index], self._inputs()[index], detail)
 
     def _source_changed(self, change) -> None:
-        from_test = change["new"] == "Test split"
-        self._test_controls.layout.display = None if from_test else "none"
-        self.upload.layout.display = "none" if from_test else None
-        if from_test:
-            self._picked()
+        from_set = change["new"] != UPLOAD
+        self._test_controls.layout.display = None if from_set else "none"
+        self.upload.layout.display = "none" if from_set else None
+        if from_set:
+            self._set_name = change["new"]
+            self.picker.unobserve(self._picked, names="value")
+            self.picker.value = None
+            self.picker.observe(self._picked, names="value")
+            self._refilter()
         else:
             self._image = self.current = None
+            self._last_upload = None
             self.result.show_note("Upload a chest X-ray (JPEG, PNG or DICOM).")
+
+    def explain_upload(self, upload: uploads.Upload) -> Explanation | None:
+        """As :meth:`_ExplainerView.explain_upload`; the upload is kept, so choosing another
+        model reads it again at that model's input size."""
+        self._last_upload = upload
+        return super().explain_upload(upload)
 
     def _layers_for_model(self) -> None:
         self.layer.unobserve(self._redraw, names="value")
@@ -621,6 +815,10 @@ class Explorer(_ExplainerView):
 
     def _model_changed(self, change) -> None:
         self._layers_for_model()
+        if self.source.value == UPLOAD:
+            if self._last_upload is not None:
+                self.explain_upload(self._last_upload)
+            return
         self._refilter()
         self._redraw()
 

@@ -189,8 +189,8 @@ def test_without_a_temperature_the_view_says_uncalibrated():
     assert e.summary(calibration=True) == (
         "PNEUMONIA (probability of pneumonia 0.88; uncalibrated: the model card holds no fitted temperature)")
     assert widgets.decision_note(model) == (
-        "Decision threshold: probability of pneumonia >= 0.50. Probabilities are uncalibrated: the model "
-        "card holds no fitted temperature.")
+        "Decision threshold: probability of pneumonia >= 0.50. Probabilities are uncalibrated (not calibrated: "
+        "the model card holds no fitted temperature).")
 
 
 def test_the_explorer_shows_the_calibrated_probability_of_a_test_image():

@@ -2,12 +2,23 @@
 
 ``pneumo serve`` calls :func:`serve`, which
 
-1. resolves the model: a ``.keras`` file given with ``--model``, or the quick-profile
-   scratch CNN from the model cache, trained first when the cache is empty
-   (:func:`default_model`);
-2. hands the model's path and a sentence describing it to the kernels through the
-   environment variables :data:`MODEL_ENV` and :data:`NOTE_ENV` (the app notebook reads
-   them with :func:`pneumo_lib.widgets.app_from_environment`);
+1. resolves the model (:func:`served_model`, a :class:`ServedModel`):
+
+   * without ``--model``: the external classifier trained on the **real** Kaggle X-rays
+     (:func:`pneumo_lib.pretrained.load_reference_model`, from ``pneumonia-model-package``),
+     when it is cached or pip can fetch it (:func:`reference_app_model`); otherwise the
+     quick-profile scratch CNN trained on generated phantom images (:func:`default_model`),
+     with one line on the terminal saying why (:data:`FALLBACK_MESSAGE`) and a prominent
+     notice on the page (:data:`PHANTOM_NOTICE`) that its answers on real X-rays mean nothing;
+   * ``--model reference`` / ``--model phantom``: one of those two, by name;
+   * ``--model PATH``: any Keras ``.keras`` classifier; its preprocessing and input size
+     come from ``--preprocess`` / ``--input-size``, else from its model card (``preprocess``,
+     ``input_size``), else ``[0, 1]`` inputs at its own input size (:func:`given_model`);
+
+2. hands the model's path, the sentences describing it (what it was trained on, at what
+   input size, that it is not a medical device) and the notice to the kernels through the
+   environment variables :data:`MODEL_ENV`, :data:`NOTE_ENV` and :data:`NOTICE_ENV` (the app
+   notebook reads them with :func:`pneumo_lib.widgets.app_from_environment`);
 3. runs Voila in this process on ``explorer_app.ipynb`` (shipped as package data, so
    the command works from a plain ``pip install``), bound to 127.0.0.1 by default.
 
@@ -39,12 +50,42 @@ import shutil
 import socket
 import sys
 import tempfile
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 #: Environment variable holding the absolute path of the ``.keras`` model the app serves.
 MODEL_ENV = "PNEUMO_APP_MODEL"
 #: Environment variable holding one sentence that says on the page which model answers.
 NOTE_ENV = "PNEUMO_APP_MODEL_NOTE"
+#: Environment variable holding a warning shown prominently above the upload button (empty: none).
+NOTICE_ENV = "PNEUMO_APP_MODEL_NOTICE"
+#: ``--model`` names: the real-data reference classifier, the phantom-trained scratch CNN.
+REFERENCE, PHANTOM = "reference", "phantom"
+#: The sentence every page ends its model description with.
+NOT_A_MEDICAL_DEVICE = "It is a teaching and research model, not a medical device: its answers are not a diagnosis."
+#: The notice the page shows prominently when the phantom-trained CNN answers.
+PHANTOM_NOTICE = (
+    "This model was trained only on generated (phantom) images, never on real X-rays: its answers "
+    "on a real chest X-ray mean nothing (it ranks real Kaggle X-rays worse than chance). The "
+    "real-data classifier could not be had when this server started; see the server's terminal.")
+#: The terminal line when the real-data classifier cannot be had; ``{reason}`` is filled in.
+FALLBACK_MESSAGE = (
+    "pneumo serve: note: serving the phantom-trained CNN instead of the real-data classifier "
+    "(the page says its answers on real X-rays mean nothing), because {reason}")
+#: ``--preprocess`` names: how the ``[0, 1]`` images of the pipeline become the model's input.
+#: ``tf`` is ``keras.applications.xception.preprocess_input`` (and MobileNetV2's); ``caffe``
+#: VGG16's and ResNet50's (RGB->BGR is the identity on gray images); ``torch`` DenseNet's.
+#: Any architecture name of :data:`pneumo_lib.models.ARCHITECTURES` also works (its
+#: ``preprocessing``), e.g. ``xception``.
+PREPROCESSING: dict[str, str] = {
+    "unit": "none: [0, 1] as the pipeline reads images",
+    "tf": "x * 2 - 1, i.e. [-1, 1] (keras.applications.xception.preprocess_input)",
+    "caffe": "255 x - ImageNet mean (BGR), as keras.applications.vgg16/resnet50 preprocess_input",
+    "torch": "(x - ImageNet mean) / ImageNet std, as keras.applications.densenet preprocess_input",
+}
+_CAFFE_MEAN = (103.939, 116.779, 123.68)
+_TORCH_MEAN, _TORCH_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
 #: The notebook Voila serves.
 APP_NOTEBOOK = Path(__file__).with_name("explorer_app.ipynb")
 #: The architecture served without ``--model`` (the quick profile's scratch CNN).
@@ -200,30 +241,38 @@ def check_model_path(path: str | os.PathLike[str]) -> Path:
     return model_path
 
 
-def _check_loadable(model_path: Path) -> None:
-    """Load the model once here, so a bad file fails the command, not every visitor's page.
+@dataclass
+class ServedModel:
+    """The model a server answers with, and what its page says about it.
 
-    Raises:
-        pneumo_lib.training.ModelFileError: Corrupted, truncated or unsafe file.
-        ValueError: The model does not take images ``(N, S, S, C)``.
+    Attributes:
+        path: Absolute path of the ``.keras`` file the kernels load; it takes ``[0, 1]``
+            images ``(N, S, S, C)`` (any preprocessing is a layer inside it).
+        note: Sentences for the page: which model, what it was trained on, its input size and
+            preprocessing, and :data:`NOT_A_MEDICAL_DEVICE`.
+        notice: A warning shown prominently above the upload button ("" for none), e.g.
+            :data:`PHANTOM_NOTICE`.
+        kind: :data:`REFERENCE`, :data:`PHANTOM` or ``"given"`` (``--model PATH``).
     """
-    from pneumo_lib import training
 
-    shape = training.load_model(model_path).input_shape
-    if len(shape) != 4 or shape[1] != shape[2]:
-        raise ValueError(f"--model {model_path.name}: expected a model taking square images "
-                         f"(N, S, S, C), but its input is {shape}.")
+    path: Path
+    note: str
+    notice: str = ""
+    kind: str = "given"
+    card: dict[str, Any] = field(default_factory=dict)
 
 
 def default_model(profile: str = "quick") -> tuple[Path, str]:
     """The profile's scratch CNN (:data:`DEFAULT_MODEL`) from the model cache, trained first if absent.
 
     Uses :func:`pneumo_lib.experiments.cached_training`, so the app serves exactly the
-    model the chapters use.
+    model the chapters use. It was trained on generated (phantom) images: its answers on real
+    X-rays mean nothing (the page says so, :data:`PHANTOM_NOTICE`).
 
     Returns:
-        The absolute path of the cached ``.keras`` file and one sentence for the page
-        saying which model this is, what it was trained on and whether it was trained now.
+        The absolute path of the cached ``.keras`` file and the sentences for the page saying
+        which model this is, what it was trained on, its input size, whether it was trained
+        now, and that it is not a medical device.
     """
     from pneumo_lib import experiments
 
@@ -233,10 +282,209 @@ def default_model(profile: str = "quick") -> tuple[Path, str]:
     how = "trained just now because the model cache was empty" if cached.trained_now else (
         "loaded from the model cache")
     source = cached.card.get("data", {}).get("source", "phantom")
+    shape = cached.card.get("input_shape") or list(cached.model.input_shape[1:])
     note = (
         f"Model: the {profile}-profile scratch CNN ({DEFAULT_MODEL}, {how}), trained on the "
-        f"{source} data set. It is a teaching model, not a medical device.")
+        f"{source} data set of generated images, not on real X-rays. Input: {shape[0]} x {shape[1]} px, "
+        f"{_channels(shape[-1])}, values in [0, 1]. {NOT_A_MEDICAL_DEVICE}")
     return cached.path.resolve(), note
+
+
+def _channels(n: int) -> str:
+    return "1 channel (gray)" if int(n) == 1 else f"{int(n)} channels (the gray X-ray repeated)"
+
+
+def phantom_app_model(profile: str = "quick") -> ServedModel:
+    """:func:`default_model` as a :class:`ServedModel`, with :data:`PHANTOM_NOTICE`."""
+    path, note = default_model(profile)
+    return ServedModel(path, note, PHANTOM_NOTICE, PHANTOM)
+
+
+#: File of the reference classifier as the app serves it (``[0, 1]`` inputs), under ``<home>/pretrained/app``.
+REFERENCE_APP_FILE = "xception_reference.keras"
+
+
+def reference_note(card: dict[str, Any]) -> str:
+    """The page's sentences about the reference classifier, from its card
+    (:data:`pneumo_lib.pretrained.REFERENCE_CARD`): title, trained on, input size, preprocessing,
+    credit, and :data:`NOT_A_MEDICAL_DEVICE`."""
+    size = int(card["input_size"])
+    return (f"Model: {card['title']}, trained on real Kaggle X-rays: {card['trained_on']}. "
+            f"Input: {size} x {size} px, {_channels(card.get('channels', 3))}; preprocessing: "
+            f"{card['preprocessing']}. Author: {card['author']}. {NOT_A_MEDICAL_DEVICE}")
+
+
+def reference_app_model(*, fetch: bool = True) -> ServedModel:
+    """The real-data classifier as the app serves it: a ``.keras`` file taking ``[0, 1]`` images.
+
+    :func:`pneumo_lib.pretrained.load_reference_model` (SHA-256 checked; fetched with pip when
+    ``fetch`` and not cached) saved once with its card as
+    ``<home>/pretrained/app/xception_reference.keras`` (:data:`REFERENCE_APP_FILE`), reused
+    while its card names the same pinned SHA-256. Input ``(N, 150, 150, 3)`` in ``[0, 1]``
+    (its ``preprocessing`` layer maps to ``[-1, 1]``), softmax over NORMAL, PNEUMONIA; no
+    fitted temperature or referral level in its card (the page says "not calibrated" and uses
+    the default referral level).
+
+    Raises:
+        pneumo_lib.pretrained.PretrainedUnavailable: Neither cached nor fetchable.
+        pneumo_lib.pretrained.IntegrityError: The package's model file is not the published one.
+    """
+    from pneumo_lib import pretrained, training
+
+    target = pretrained.pretrained_dir() / "app" / REFERENCE_APP_FILE
+    pretrained.reference_model_file(fetch=fetch)  # verifies the source file every time
+    card = training.read_card(target) if target.is_file() else {}
+    if card.get("sha256") != pretrained.MODEL_SHA256 or card.get("preprocess") != "unit":
+        reference = pretrained.load_reference_model(fetch=fetch)
+        training.save_model(reference.model, target, {**reference.card, "preprocess": "unit"})
+        card = training.read_card(target)
+    return ServedModel(target.resolve(), reference_note(card), "", REFERENCE, card)
+
+
+def preprocess_name(name: str) -> str:
+    """A ``--preprocess`` value as a key of :data:`PREPROCESSING`: the key itself, or an
+    architecture name of :mod:`pneumo_lib.models` (e.g. ``xception`` -> ``tf``).
+
+    Raises:
+        ValueError: Neither a key nor an architecture name; the message lists both.
+    """
+    from pneumo_lib import models
+
+    key = str(name).strip().lower()
+    if key in PREPROCESSING:
+        return key
+    if key in models.ARCHITECTURES:
+        kind = models.ARCHITECTURES[key].preprocessing
+        return "unit" if kind == "none" else kind
+    raise ValueError(f"--preprocess {name}: unknown; choose one of {', '.join(PREPROCESSING)} "
+                     f"or an architecture name ({', '.join(models.ARCHITECTURES)}).")
+
+
+def preprocessing_layer(name: str, channels: int):
+    """A built-in Keras layer mapping ``[0, 1]`` images to what :data:`PREPROCESSING` ``name`` says
+    (``None`` for ``unit``); never a ``Lambda``, so the saved model loads in safe mode.
+
+    Raises:
+        ValueError: Unknown name (:func:`preprocess_name`).
+    """
+    from pneumo_lib._tf import keras
+
+    kind = preprocess_name(name)
+    if kind == "unit":
+        return None
+    if kind == "tf":
+        return keras.layers.Rescaling(2.0, offset=-1.0, name="preprocessing")
+    if kind == "caffe":
+        mean, variance = [m / 255.0 for m in _CAFFE_MEAN], [(1 / 255.0) ** 2] * 3
+    else:
+        mean, variance = list(_TORCH_MEAN), [s**2 for s in _TORCH_STD]
+    c = int(channels)
+    return keras.layers.Normalization(mean=mean[:c], variance=variance[:c], name="preprocessing")
+
+
+def given_model(path: str | os.PathLike[str], *, preprocess: str | None = None,
+                input_size: int | None = None, folder: str | os.PathLike[str] | None = None) -> ServedModel:
+    """A ``.keras`` classifier given with ``--model PATH``, made to take the pipeline's ``[0, 1]`` images.
+
+    Preprocessing: ``preprocess`` (a :data:`PREPROCESSING` key or an architecture name), else
+    the card's ``preprocess`` field, else ``unit`` (the library's own models take ``[0, 1]``).
+    Input size: the model's own square input, else ``input_size``, else the card's
+    ``input_size``. When nothing needs adding the file is served as it is; otherwise the model
+    is wrapped (``image [0, 1] -> preprocessing -> the model``) and saved with a copy of its card
+    (threshold, temperature, referral level) in ``folder`` (default: a new temporary folder).
+    The model must output P(PNEUMONIA) ``(N, 1)`` or the two classes ``(N, 2)``, index 1 = PNEUMONIA.
+
+    Raises:
+        FileNotFoundError: No such file.
+        ValueError: Not a ``.keras`` file, unknown ``preprocess``, an ``input_size`` that
+            contradicts the model's, no input size known for a model of any size, or a model
+            whose input or output is not an image classifier's.
+        pneumo_lib.training.ModelFileError: Corrupted, truncated or unsafe file.
+    """
+    from pneumo_lib import training
+    from pneumo_lib._tf import keras
+
+    model_path = check_model_path(path)
+    model = training.load_model(model_path)
+    card = training.read_card(model_path)
+    shape = tuple(model.input_shape)
+    if len(shape) != 4 or shape[-1] not in (1, 3):
+        raise ValueError(f"--model {model_path.name}: expected a model taking images (N, S, S, 1 or 3), "
+                         f"but its input is {shape}.")
+    if len(model.output_shape) != 2 or model.output_shape[-1] not in (1, 2):
+        raise ValueError(f"--model {model_path.name}: expected an output (N, 1) = P(PNEUMONIA) or (N, 2) = "
+                         f"(NORMAL, PNEUMONIA), but it is {model.output_shape}.")
+    kind = preprocess_name(preprocess if preprocess is not None else card.get("preprocess", "unit"))
+    own = shape[1] if shape[1] is not None and shape[1] == shape[2] else None
+    if shape[1] is not None and shape[1] != shape[2]:
+        raise ValueError(f"--model {model_path.name}: expected a model taking square images, but its input is {shape}.")
+    if input_size is not None:
+        if isinstance(input_size, bool) or int(input_size) != input_size or not 8 <= int(input_size) <= 4096:
+            raise ValueError(f"--input-size must be a whole number of pixels from 8 to 4096, got {input_size}.")
+        if own is not None and int(input_size) != own:
+            raise ValueError(f"--input-size {input_size} contradicts --model {model_path.name}, which takes "
+                             f"{own} x {own} px images; leave --input-size out.")
+    size = own or (int(input_size) if input_size is not None else card.get("input_size"))
+    if size is None:
+        raise ValueError(f"--model {model_path.name} takes images of any size and its card names none; "
+                         "give one with --input-size N.")
+    size, channels = int(size), int(shape[-1])
+    how = PREPROCESSING[kind]
+    note = (f"Model: {model_path.name}, given with --model. Trained on: "
+            f"{card.get('trained_on') or card.get('data', {}).get('source') or 'not stated in its model card'}. "
+            f"Input: {size} x {size} px, {_channels(channels)}; preprocessing: {how}. {NOT_A_MEDICAL_DEVICE}")
+    if kind == "unit" and own is not None:
+        return ServedModel(model_path, note, "", "given", card)
+    inputs = keras.Input((size, size, channels), name="image")
+    layer = preprocessing_layer(kind, channels)
+    outputs = model(layer(inputs) if layer is not None else inputs)
+    wrapped = keras.Model(inputs, outputs, name=f"served_{model.name}")
+    out_dir = Path(folder) if folder is not None else Path(tempfile.mkdtemp(prefix="pneumo-serve-model-"))
+    served = training.save_model(wrapped, out_dir / f"{model_path.stem}-served.keras",
+                                 {**card, "preprocess": "unit", "input_size": size, "served_from": str(model_path),
+                                  "served_preprocessing": kind})
+    return ServedModel(served.resolve(), note, "", "given", training.read_card(served))
+
+
+def served_model(model: str | os.PathLike[str] | None = None, *, preprocess: str | None = None,
+                 input_size: int | None = None, fetch: bool = True, profile: str = "quick",
+                 folder: str | os.PathLike[str] | None = None) -> ServedModel:
+    """Which model ``pneumo serve`` answers with (see the module's docstring).
+
+    Args:
+        model: ``None`` (the real-data classifier if it can be had, else the phantom CNN and
+            :data:`FALLBACK_MESSAGE` printed), :data:`REFERENCE`, :data:`PHANTOM`, or a ``.keras`` path.
+        preprocess, input_size: For a ``.keras`` path only (:func:`given_model`).
+        fetch: Allow pip to fetch the real-data classifier when it is not cached.
+        profile: The profile of the phantom CNN.
+        folder: Where a wrapped ``--model`` file is written (:func:`given_model`).
+
+    Raises:
+        ValueError: ``preprocess``/``input_size`` without a model path, or as :func:`given_model`.
+        pneumo_lib.pretrained.PretrainedUnavailable, pneumo_lib.pretrained.IntegrityError:
+            ``model="reference"`` and it cannot be had.
+    """
+    from pneumo_lib import pretrained
+
+    named = model is None or str(model) in (REFERENCE, PHANTOM)
+    if named and (preprocess is not None or input_size is not None):
+        raise ValueError("--preprocess and --input-size describe a model given with --model PATH; "
+                         "the built-in models bring their own.")
+    if model is None:
+        try:
+            if not pretrained.reference_available() and fetch:
+                print(f"pneumo serve: fetching the real-data classifier ({pretrained.PACKAGE}, about 85 MB) "
+                      "with pip...", flush=True)
+            return reference_app_model(fetch=fetch)
+        except (pretrained.PretrainedUnavailable, pretrained.IntegrityError) as err:
+            reason = str(err).replace("\n", " ")
+            print(FALLBACK_MESSAGE.format(reason=reason[0].lower() + reason[1:]), flush=True)
+            return phantom_app_model(profile)
+    if str(model) == REFERENCE:
+        return reference_app_model(fetch=fetch)
+    if str(model) == PHANTOM:
+        return phantom_app_model(profile)
+    return given_model(model, preprocess=preprocess, input_size=input_size, folder=folder)
 
 
 def decision_threshold(model_path: str | os.PathLike[str]) -> float:
@@ -300,13 +548,18 @@ def voila_argv(host: str, port: int) -> list[str]:
     ]
 
 
-def serve(model: str | os.PathLike[str] | None = None, *, host: str = "127.0.0.1",
+def serve(model: str | os.PathLike[str] | None = None, *, preprocess: str | None = None,
+          input_size: int | None = None, host: str = "127.0.0.1",
           port: int = DEFAULT_PORT, max_kernels: int | None = None,
           idle_seconds: float = DEFAULT_IDLE_SECONDS) -> None:
     """Serve the app until interrupted (Ctrl-C or SIGTERM); blocks.
 
     Args:
-        model: A ``.keras`` file, or ``None`` for :func:`default_model`.
+        model: ``None`` (the real-data classifier when it can be had, else the phantom CNN
+            with a notice), ``"reference"``, ``"phantom"`` or a ``.keras`` file (:func:`served_model`).
+        preprocess: For a ``.keras`` file: a :data:`PREPROCESSING` key or an architecture name
+            (default: its card's ``preprocess``, else ``unit``).
+        input_size: For a ``.keras`` file taking images of any size: the side in pixels.
         host: Address to bind; the default serves this machine only.
         port: TCP port, 1-65535; the server fails rather than pick another one.
         max_kernels: Visitors' kernels running at once (default :func:`default_max_kernels`);
@@ -316,22 +569,26 @@ def serve(model: str | os.PathLike[str] | None = None, *, host: str = "127.0.0.1
     Raises:
         ValueError: Bad or busy port, or a model file that is not a loadable image classifier.
         FileNotFoundError: The model file does not exist.
+        pneumo_lib.pretrained.PretrainedUnavailable: ``model="reference"`` cannot be had.
     """
     check_port(host, port)
     limit = default_max_kernels() if max_kernels is None else int(max_kernels)
     config = voila_config(limit, idle_seconds)
-    if model is not None:
-        model_path = check_model_path(model)
-        _check_loadable(model_path)
-        note = f"Model: {model_path.name}, given with --model. It is not a medical device."
-    else:
-        model_path, note = default_model()
+    kernels = _kernelspec_dir()
+    try:
+        chosen = served_model(model, preprocess=preprocess, input_size=input_size, folder=kernels / "model")
+    except BaseException:
+        shutil.rmtree(kernels, ignore_errors=True)
+        raise
+    model_path, note = chosen.path, chosen.note
     os.environ[MODEL_ENV] = str(model_path)
     os.environ[NOTE_ENV] = note
-    kernels = _kernelspec_dir()
+    os.environ[NOTICE_ENV] = chosen.notice
     os.environ["JUPYTER_PATH"] = os.pathsep.join(
         p for p in (str(kernels), os.environ.get("JUPYTER_PATH", "")) if p
     )
+    if chosen.notice:
+        print(f"pneumo serve: NOTICE: {chosen.notice}", flush=True)
     print(f"pneumo serve: {note}", flush=True)
     print(f"pneumo serve: model file {model_path}", flush=True)
     print(f"pneumo serve: at most {limit} visitors at once (one kernel each, about {KERNEL_MB} MB); "

@@ -184,3 +184,75 @@ def test_the_pure_explanation_module_needs_no_widgets():
             "assert 'ipywidgets' not in sys.modules, 'explanations imported ipywidgets'; "
             "from pneumo_lib import widgets; assert widgets.explain is explanations.explain")
     subprocess.run([sys.executable, "-c", code], check=True, timeout=300)
+
+
+def _write_pngs(folder, images) -> list:
+    folder.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for i, image in enumerate(images):
+        path = folder / f"img{i}.png"
+        path.write_bytes(png_bytes(np.round(image[..., 0] * 255).astype(np.uint8)))
+        paths.append(path)
+    return paths
+
+
+def test_explorer_offers_models_of_another_input_size_and_more_sources(model, test_set, tmp_path):
+    """A 16-px detector beside the 32-px one reads the test split's files at 16 px; a second
+    source (files only) is offered beside the test split and uploads, with its own labels."""
+    images, labels, _ = test_set
+    paths = _write_pngs(tmp_path / "test", images)
+    extra = widgets.ImageSource([0, 1], ["black.png", "disc.png"],
+                                paths=_write_pngs(tmp_path / "extra", images[[4, 0]]))
+    small = detector_model(size=16)
+    ex = widgets.Explorer({"detector": model, "small": small}, images, labels, paths=paths,
+                          threshold={"small": 0.3}, sources={"more": extra})
+    assert list(ex.source.options) == [widgets.TEST_SPLIT, "more", widgets.UPLOAD]
+    ex.model.value = "small"
+    assert ex.current.image.shape == (16, 16, 1) and ex.decision_threshold() == 0.3
+    # At 16 px a black image gets exactly sigmoid(-2 * 0.5); the blurred discs more (its own threshold 0.3).
+    p = ex.probabilities()
+    assert p[4:] == pytest.approx([1 / (1 + np.e)] * 3, abs=1e-6) and (p[:4] > 0.4).all()
+    ex.outcome.value = False
+    assert ex.shown() == [3, 6]
+    ex.outcome.value = None
+    shown = ex.select(1, source="more")
+    assert ex.image_set is extra and shown.label == "PNEUMONIA" and ex.result.text.startswith("disc.png: PNEUMONIA")
+    assert [o[0] for o in ex.picker.options] == ["black.png (true: NORMAL)", "disc.png (true: PNEUMONIA)"]
+    ex.model.value = "detector"
+    assert ex.current.image.shape == (32, 32, 1) and ex.result.text.startswith("disc.png: PNEUMONIA")
+    # An upload is read again at the input size of the model chosen afterwards.
+    ex.source.value = widgets.UPLOAD
+    ex.explain_upload(uploads.Upload("up.png", paths[0].read_bytes()))
+    ex.model.value = "small"
+    assert ex.current.image.shape == (16, 16, 1) and ex.result.text.startswith("up.png: PNEUMONIA")
+    with pytest.raises(ValueError, match="Unknown source 'nowhere'"):
+        ex.select(0, source="nowhere")
+    with pytest.raises(ValueError, match="outside 'more', which holds 2 images"):
+        ex.select(5, source="more")
+
+
+def test_explorer_sources_refuse_what_they_cannot_show(model, test_set):
+    images, labels, _ = test_set
+    with pytest.raises(ValueError, match=r"give the test split's files with paths="):
+        widgets.Explorer({"small": detector_model(size=16)}, images, labels)
+    arrays = widgets.ImageSource([1], images=images[:1])
+    with pytest.raises(ValueError, match=r"images of source 'arr' are \(32, 32, 1\) and it has no files"):
+        widgets.Explorer({"detector": model, "small": detector_model(size=16)}, images, labels,
+                         paths=[f"x{i}.png" for i in range(7)], sources={"arr": arrays})
+    with pytest.raises(ValueError, match="under a name other than 'Test split'"):
+        widgets.Explorer(model, images, labels, sources={widgets.TEST_SPLIT: arrays})
+    with pytest.raises(ValueError, match="1 labels, 1 names, 2 images"):
+        widgets.ImageSource([1], images=images[:2])
+    with pytest.raises(ValueError, match="unknown models"):
+        widgets.Explorer({"detector": model}, images, labels, threshold={"other": 0.3})
+
+
+def test_the_real_sample_source_holds_the_16_real_xrays_with_their_labels():
+    from pneumo_lib import paths
+
+    if not (paths.dataset_dir("sample")).is_dir():
+        pytest.skip("the 16 real images are not cached (pneumo data sample fetches them)")
+    src = widgets.real_sample_source()
+    assert len(src) == 16 and src.labels.tolist().count(1) == 8
+    assert all(("PNEUMONIA" in p) == bool(y) for p, y in zip(src.paths, src.labels))
+    assert src.for_input(24, 3).shape == (16, 24, 24, 3)

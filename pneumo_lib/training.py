@@ -118,10 +118,11 @@ AUC_THRESHOLDS = 1000
 def compile_model(model: keras.Model, learning_rate: float) -> keras.Model:
     """Compile with Adam, the loss matching the head, and ROC AUC / accuracy metrics.
 
-    Sigmoid head: binary cross-entropy on labels ``(B, 1)``. Softmax head: categorical
-    cross-entropy on one-hot labels ``(B, 2)``; its AUC is computed per column and
-    averaged, which for two complementary columns equals the ROC AUC of P(PNEUMONIA).
-    The metric is named ``auc`` (``val_auc`` on validation data) for both heads.
+    Sigmoid head: binary cross-entropy on labels ``(B, 1)``. Softmax head of ``K`` units:
+    categorical cross-entropy on one-hot labels ``(B, K)``; its AUC is computed per column
+    (one class against the rest) and averaged, which for two complementary columns equals the
+    ROC AUC of P(PNEUMONIA) and for three classes is the macro one-vs-rest ROC AUC.
+    The metric is named ``auc`` (``val_auc`` on validation data) for every head.
     """
     if model.output_shape[-1] == 1:
         loss = keras.losses.BinaryCrossentropy()
@@ -130,7 +131,8 @@ def compile_model(model: keras.Model, learning_rate: float) -> keras.Model:
     else:
         loss = keras.losses.CategoricalCrossentropy()
         metrics = [
-            keras.metrics.AUC(name="auc", multi_label=True, num_labels=2, num_thresholds=AUC_THRESHOLDS),
+            keras.metrics.AUC(name="auc", multi_label=True, num_labels=int(model.output_shape[-1]),
+                              num_thresholds=AUC_THRESHOLDS),
             keras.metrics.CategoricalAccuracy(name="accuracy"),
         ]
     model.compile(optimizer=keras.optimizers.Adam(learning_rate), loss=loss, metrics=metrics)
@@ -138,10 +140,10 @@ def compile_model(model: keras.Model, learning_rate: float) -> keras.Model:
 
 
 def _shape_labels(dataset: tf.data.Dataset, units: int) -> tf.data.Dataset:
-    """Labels as the head expects them: ``(B, 1)`` float for sigmoid, one-hot for softmax."""
+    """Labels as the head expects them: ``(B, 1)`` float for sigmoid, one-hot ``(B, units)`` for softmax."""
     if units == 1:
         return dataset.map(lambda x, y: (x, tf.reshape(tf.cast(y, tf.float32), (-1, 1))))
-    return dataset.map(lambda x, y: (x, tf.one_hot(tf.cast(tf.reshape(y, (-1,)), tf.int32), 2)))
+    return dataset.map(lambda x, y: (x, tf.one_hot(tf.cast(tf.reshape(y, (-1,)), tf.int32), units)))
 
 
 class _KeepBest(keras.callbacks.Callback):

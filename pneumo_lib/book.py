@@ -1,4 +1,4 @@
-"""The chapter runner: execute the book's notebooks with papermill, in place, safely.
+"""The chapter runner: execute the book's notebooks with papermill, in place or into a folder.
 
 The chapters are listed in ``_toc.yml``; each chapter notebook may carry a time
 budget in its metadata (``{"pneumo": {"budget_seconds": 180}}``). The runner
@@ -8,6 +8,18 @@ budget in its metadata (``{"pneumo": {"budget_seconds": 180}}``). The runner
 * replaces the stored notebook only when the whole chapter succeeded (a failing
   chapter leaves the previously stored notebook untouched and names the cell),
 * reports the wall time of every chapter against its budget as a table.
+
+Two ways of running leave the stored chapters alone:
+
+* ``out``: the executed notebooks are written to that folder (``<out>/<chapter>.ipynb``;
+  a failing chapter's partial run to ``<out>/<chapter>.failed.ipynb``); the kernel's working
+  folder is still the chapter's, so relative paths work. Claims are not strict there
+  (:mod:`pneumo_lib.prose`): a reader's run may differ from the stored text, a crash may not;
+  the report counts each chapter's unsupported claims.
+* ``rehearse`` (with ``profile="full"`` and ``out``): every code path of the full profile on
+  CPU with small sizes and counts (:mod:`pneumo_lib.rehearsal`).
+
+Runs that store chapters in place make claims strict (a false ``prose.claim`` stops them).
 """
 
 from __future__ import annotations
@@ -46,10 +58,22 @@ class Chapter:
 
 @dataclass(frozen=True)
 class ChapterRun:
-    """The result of executing one chapter: its wall time against its budget."""
+    """The result of executing one chapter: its wall time against its budget.
+
+    Attributes:
+        chapter: The chapter.
+        seconds: Wall time of the execution (kernel start included).
+        output: Where the executed notebook went when run with ``out`` (None: stored in place).
+        unsupported_claims: Statements of the text this run's outputs did not support (only
+            runs with ``out``; in place a false claim stops the chapter).
+        error: Why the chapter failed (runs with ``out`` go on after a failing chapter), or None.
+    """
 
     chapter: Chapter
     seconds: float
+    output: Path | None = None
+    unsupported_claims: tuple[str, ...] = ()
+    error: str | None = None
 
     @property
     def over_budget(self) -> bool:
@@ -172,11 +196,83 @@ def _strip_run_metadata(path: Path) -> None:
     path.write_text(json.dumps(nb, indent=1, ensure_ascii=False) + "\n", encoding="utf-8")
 
 
-def run_chapter(chapter: Chapter, parameters: dict[str, Any], *, kernel_name: str | None = None) -> ChapterRun:
-    """Execute one chapter in place with papermill.
+def unsupported_claims(path: str | os.PathLike[str]) -> tuple[str, ...]:
+    """The statements an executed notebook's outputs flag as unsupported, in cell order.
+
+    Reads the output metadata ``{"pneumo": {"unsupported_claim": statement}}`` that
+    :func:`pneumo_lib.prose.claim` writes when a claim does not hold in a non-strict run.
+    """
+    nb = json.loads(Path(path).read_text(encoding="utf-8"))
+    found = []
+    for cell in nb.get("cells", []):
+        for output in cell.get("outputs", []) or []:
+            statement = (output.get("metadata") or {}).get("pneumo", {}).get(prose.UNSUPPORTED_KEY)
+            if statement:
+                found.append(str(statement))
+    return tuple(found)
+
+
+def check_out_dir(out: str | os.PathLike[str], chapters: Iterable[Chapter]) -> Path:
+    """The folder executed chapters go to, refused when it would hold stored chapters.
+
+    Raises:
+        ChapterError: ``out`` is a file, or lies in (or is) a folder holding chosen
+            chapters (``book/``): the stored notebooks would be overwritten.
+    """
+    folder = Path(out).expanduser().resolve()
+    if folder.exists() and not folder.is_dir():
+        raise ChapterError(f"--out {out} is a file; pass a folder for the executed chapters.")
+    for chapter in chapters:
+        home = chapter.path.parent.resolve()
+        if folder == home or home in folder.parents:
+            raise ChapterError(
+                f"--out {out} lies in {home}, the folder of the stored chapters; they would be "
+                "overwritten. Pass a folder outside it, e.g. --out _build/rehearsal.")
+    return folder
+
+
+class _environment:
+    """Set (value) or unset (None) environment variables for a block; restore them after."""
+
+    def __init__(self, values: dict[str, str | None]):
+        self.values = values
+        self.saved: dict[str, str | None] = {}
+
+    def __enter__(self):
+        for key, value in self.values.items():
+            self.saved[key] = os.environ.get(key)
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+        return self
+
+    def __exit__(self, *exc):
+        for key, value in self.saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+        return False
+
+
+def run_chapter(chapter: Chapter, parameters: dict[str, Any], *, kernel_name: str | None = None,
+                out_dir: str | os.PathLike[str] | None = None,
+                env: dict[str, str | None] | None = None) -> ChapterRun:
+    """Execute one chapter with papermill, in place or into ``out_dir``.
 
     Only parameters whose value differs from the chapter's declared default are
     injected, so a quick-profile run stores a notebook without an injected cell.
+
+    Args:
+        chapter: The chapter to run.
+        parameters: Values for its ``parameters`` cell (undeclared names are skipped).
+        kernel_name: Jupyter kernel; default: the notebook's own.
+        out_dir: None: replace the stored notebook, claims strict. A folder: write
+            ``<out_dir>/<chapter>.ipynb`` and leave the stored notebook alone; claims are
+            not strict and the unsupported ones are counted.
+        env: Extra environment variables for the kernel (None as a value unsets one),
+            e.g. those of a rehearsal; the runner's own environment is restored afterwards.
 
     Raises:
         ChapterError: The chapter failed; the message names the cell and the error,
@@ -187,60 +283,90 @@ def run_chapter(chapter: Chapter, parameters: dict[str, Any], *, kernel_name: st
     declared = declared_parameters(chapter.path)
     inject = {k: v for k, v in parameters.items() if k in declared and declared[k] != v}
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
-    # A stored chapter never contradicts its text: a false prose.claim stops it.
-    os.environ[prose.CLAIMS_ENV] = "strict"
-    # A headless MPLBACKEND=Agg (common on servers and CI) would make plt.show() draw
-    # nothing and silently drop every figure from the stored chapter.
-    os.environ["MPLBACKEND"] = "module://matplotlib_inline.backend_inline"
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{chapter.name}.", suffix=".ipynb", dir=chapter.path.parent)
+    target_dir = chapter.path.parent if out_dir is None else check_out_dir(out_dir, [chapter])
+    target_dir.mkdir(parents=True, exist_ok=True)
+    target = target_dir / chapter.path.name
+    variables = {
+        # A stored chapter never contradicts its text: a false prose.claim stops it. A run into
+        # another folder is a reader's run: an unsupported claim is a note, counted below.
+        prose.CLAIMS_ENV: "strict" if out_dir is None else None,
+        # A headless MPLBACKEND=Agg (common on servers and CI) would make plt.show() draw
+        # nothing and silently drop every figure from the stored chapter.
+        "MPLBACKEND": "module://matplotlib_inline.backend_inline",
+        **(env or {}),
+    }
+    fd, tmp_name = tempfile.mkstemp(prefix=f".{chapter.name}.", suffix=".ipynb", dir=target_dir)
     os.close(fd)
     tmp = Path(tmp_name)
     _write_without_injected_cells(chapter.path, tmp)
     start = time.perf_counter()
     try:
-        papermill.execute_notebook(
-            str(tmp),
-            str(tmp),
-            parameters=inject,
-            cwd=str(chapter.path.parent),
-            kernel_name=kernel_name,
-            progress_bar=False,
-            log_output=False,
-        )
+        with _environment(variables):
+            papermill.execute_notebook(
+                str(tmp),
+                str(tmp),
+                parameters=inject,
+                cwd=str(chapter.path.parent),
+                kernel_name=kernel_name,
+                progress_bar=False,
+                log_output=False,
+            )
     except papermill.PapermillExecutionError as err:
+        kept = ""
+        if out_dir is not None:
+            failed = target.with_suffix(".failed.ipynb")
+            os.replace(tmp, failed)
+            kept = f" The partial run is in {failed}."
         tmp.unlink(missing_ok=True)
         raise ChapterError(
             f"Chapter {chapter.name} failed in cell {err.cell_index} "
             f"(execution count {err.exec_count}): {err.ename}: {err.evalue}\n"
-            f"The stored notebook {chapter.path} was left unchanged."
+            f"The stored notebook {chapter.path} was left unchanged.{kept}"
         ) from None
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
     seconds = time.perf_counter() - start
     _strip_run_metadata(tmp)
-    os.replace(tmp, chapter.path)
-    return ChapterRun(chapter, seconds)
+    os.replace(tmp, target)
+    if out_dir is None:
+        return ChapterRun(chapter, seconds)
+    target.with_suffix(".failed.ipynb").unlink(missing_ok=True)
+    return ChapterRun(chapter, seconds, output=target, unsupported_claims=unsupported_claims(target))
 
 
 def _say(message: str) -> None:
     print(message, flush=True)
 
 
-def format_report(runs: list[ChapterRun], profile: str) -> str:
-    """A plain-text table of chapter wall times against budgets."""
+def format_report(runs: list[ChapterRun], profile: str, notes: Iterable[str] = ()) -> str:
+    """A plain-text table of chapter wall times against budgets.
+
+    Runs into a folder (``out``) get a ``claims`` column: how many of the text's claims the
+    chapter's outputs did not support. ``notes`` are appended as lines (e.g. which weights
+    and data of a rehearsal are stand-ins).
+    """
     width = max([len("chapter")] + [len(r.chapter.name) for r in runs])
+    claims = any(r.output is not None for r in runs)
+    claims_head = f"  {'claims':>6}" if claims else ""
     lines = [
         f"Chapter times (profile {profile}):",
-        f"  {'chapter':<{width}}  {'seconds':>8}  {'budget':>8}  status",
+        f"  {'chapter':<{width}}  {'seconds':>8}  {'budget':>8}{claims_head}  status",
     ]
     for run in runs:
         budget = run.chapter.budget_seconds
-        status = "OVER BUDGET" if run.over_budget else "ok"
+        status = "FAILED" if run.error else "OVER BUDGET" if run.over_budget else "ok"
         budget_text = f"{budget:8.0f}" if budget is not None else f"{'-':>8}"
-        lines.append(f"  {run.chapter.name:<{width}}  {run.seconds:8.1f}  {budget_text}  {status}")
+        claims_text = f"  {len(run.unsupported_claims):>6}" if claims else ""
+        lines.append(f"  {run.chapter.name:<{width}}  {run.seconds:8.1f}  {budget_text}{claims_text}  {status}")
     total = sum(r.seconds for r in runs)
     lines.append(f"  {'total':<{width}}  {total:8.1f}")
+    if claims and any(r.unsupported_claims for r in runs):
+        lines.append("Unsupported claims (a reader's run may differ from the stored text):")
+        for run in runs:
+            for statement in run.unsupported_claims:
+                lines.append(f"  {run.chapter.name}: {statement}")
+    lines.extend(notes)
     return "\n".join(lines)
 
 
@@ -252,6 +378,9 @@ def run_book(
     root: str | os.PathLike[str] | None = None,
     kernel_name: str | None = None,
     echo: Any = None,
+    out: str | os.PathLike[str] | None = None,
+    rehearse: bool = False,
+    report: str | os.PathLike[str] | None = None,
 ) -> list[ChapterRun]:
     """Execute chapters (all, by default) with a profile; print progress and a report.
 
@@ -263,19 +392,32 @@ def run_book(
         root: The book root; found from cwd if ``None``.
         kernel_name: Jupyter kernel; default: the notebook's own.
         echo: Where progress lines go (default: stdout, flushed).
+        out: None: store the executed chapters in place (claims strict). A folder outside
+            the chapters' own: write them there and leave ``book/`` byte-identical (claims
+            not strict, counted in the report); every chapter is run even when one fails.
+        rehearse: Rehearse the full profile on CPU (needs ``profile="full"`` and ``out``):
+            the chapters' kernels get :func:`pneumo_lib.rehearsal.prepare`'s environment.
+        report: Also write the report table to this file (before raising for failed chapters).
 
     Returns:
         One :class:`ChapterRun` per executed chapter, in order.
 
     Raises:
-        ValueError: Unknown profile.
-        ChapterError: Unknown chapter, undeclared override, or a failing chapter
-            (the chapters before it keep their new outputs; it and those after it
-            keep their stored ones).
+        ValueError: Unknown profile, or ``rehearse`` without ``profile="full"`` or ``out``.
+        ChapterError: Unknown chapter, undeclared override, ``out`` inside the chapters'
+            folder, or a failing chapter (in place: the chapters before it keep their new
+            outputs, it and those after it keep their stored ones; with ``out``: raised after
+            the report, naming every failed chapter).
     """
     if profile not in PROFILES:
         raise ValueError(f"Unknown profile {profile!r}. Valid profiles: {', '.join(PROFILES)}.")
+    if rehearse and profile != "full":
+        raise ValueError(f"--rehearse rehearses the full profile; pass --profile full (got {profile!r}).")
+    if rehearse and out is None:
+        raise ValueError("--rehearse needs --out DIR: a rehearsal never replaces the stored chapters.")
     chosen = select_chapters(names, list_chapters(root))
+    if out is not None:
+        check_out_dir(out, chosen)
     overrides = dict(overrides or {})
     declared_by_any = set()
     for chapter in chosen:
@@ -288,11 +430,40 @@ def run_book(
         )
     parameters = {"profile": profile, **overrides}
     echo = echo or _say
+    env: dict[str, str | None] = {}
+    notes: list[str] = []
+    if rehearse:
+        from pneumo_lib import rehearsal
+
+        echo("preparing the rehearsal (data, weights) ...")
+        setup = rehearsal.prepare()
+        env, notes = setup.env, setup.notes
+        for line in notes:
+            echo(line)
     runs = []
     for chapter in chosen:
         echo(f"running {chapter.name} ...")
-        run = run_chapter(chapter, parameters, kernel_name=kernel_name)
-        echo(f"  done in {run.seconds:.1f} s")
+        if out is None:
+            run = run_chapter(chapter, parameters, kernel_name=kernel_name)
+        else:
+            start = time.perf_counter()
+            try:
+                run = run_chapter(chapter, parameters, kernel_name=kernel_name, out_dir=out, env=env)
+            except ChapterError as err:
+                run = ChapterRun(chapter, time.perf_counter() - start, error=str(err))
+                echo(f"  FAILED: {err}")
+        if run.error is None:
+            claims = f", {len(run.unsupported_claims)} unsupported claim(s)" if run.output else ""
+            echo(f"  done in {run.seconds:.1f} s{claims}")
         runs.append(run)
-    echo(format_report(runs, profile))
+    label = f"{profile}, rehearsal" if rehearse else profile
+    table = format_report(runs, label, notes)
+    echo(table)
+    if report is not None:
+        report = Path(report)
+        report.parent.mkdir(parents=True, exist_ok=True)
+        report.write_text(table + "\n", encoding="utf-8")
+    failed = [r for r in runs if r.error]
+    if failed:
+        raise ChapterError(f"{len(failed)} chapter(s) failed:\n" + "\n".join(r.error for r in failed))
     return runs

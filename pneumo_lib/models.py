@@ -346,6 +346,128 @@ def _xception_imagenet(shape: tuple[int, int, int]):
             ) from err
 
 
+#: Environment variable naming a folder of local weights files that stand for the ImageNet
+#: weights (``weights="imagenet"``) of the backbones it lists; ``pneumo book run --rehearse``
+#: sets it for its kernels (:func:`write_rehearsal_weights`). The folder holds
+#: :data:`LOCAL_WEIGHTS_INDEX` and the files it names.
+IMAGENET_DIR_ENV = "PNEUMO_IMAGENET_WEIGHTS"
+#: Index of a local weights folder: ``{name: {"file": ..., "stand_in": bool, "origin": ...}}``.
+LOCAL_WEIGHTS_INDEX = "weights.json"
+
+
+class StandInWeightsWarning(UserWarning):
+    """ImageNet weights were asked for and random stand-in weights of the same architecture were loaded."""
+
+
+@dataclass(frozen=True)
+class LocalWeights:
+    """A local weights file used where ``weights="imagenet"`` is asked for.
+
+    Attributes:
+        name: The backbone (``"vgg16"``, ...).
+        path: The weights file (``.h5`` or ``.weights.h5``, no top).
+        stand_in: True for random weights of the architecture (a rehearsal's stand-in), False
+            for the real ImageNet weights.
+        origin: One line saying where the file comes from.
+    """
+
+    name: str
+    path: Path
+    stand_in: bool
+    origin: str
+
+
+def local_imagenet_weights(name: str) -> LocalWeights | None:
+    """The local file that stands for ``name``'s ImageNet weights, or None.
+
+    Only when :data:`IMAGENET_DIR_ENV` names a folder whose :data:`LOCAL_WEIGHTS_INDEX`
+    lists ``name``; otherwise (the normal case) ``None`` and ImageNet weights come from
+    the usual places.
+
+    Raises:
+        FileNotFoundError: The variable is set but names no folder with an index, or the
+            index names a missing file (the message says which and how to fix it).
+    """
+    folder = os.environ.get(IMAGENET_DIR_ENV, "").strip()
+    if not folder:
+        return None
+    index = Path(folder).expanduser() / LOCAL_WEIGHTS_INDEX
+    if not index.is_file():
+        raise FileNotFoundError(f"{IMAGENET_DIR_ENV}={folder} has no {LOCAL_WEIGHTS_INDEX}: unset the "
+                                "variable, or write the folder with models.write_rehearsal_weights.")
+    import json
+
+    entry = json.loads(index.read_text(encoding="utf-8")).get(name)
+    if entry is None:
+        return None
+    path = Path(entry["file"])
+    path = path if path.is_absolute() else index.parent / path
+    if not path.is_file():
+        raise FileNotFoundError(f"{index} names {path} for {name}, which does not exist; rewrite the "
+                                "folder with models.write_rehearsal_weights or unset " + IMAGENET_DIR_ENV + ".")
+    return LocalWeights(name, path, bool(entry.get("stand_in")), str(entry.get("origin", "")))
+
+
+def write_rehearsal_weights(folder: str | os.PathLike[str], names: "tuple[str, ...] | None" = None,
+                            *, image_size: int = 72, seed: int = 42) -> dict[str, LocalWeights]:
+    """Write (or reuse) the local weights folder a rehearsal points :data:`IMAGENET_DIR_ENV` at.
+
+    Xception gets its real ImageNet weights (offline, :mod:`pneumo_lib.pretrained`) when they
+    can be had; every other backbone, and Xception when they cannot, gets a stand-in: the
+    architecture's random initialisation (seeded) saved as ``<name>.standin.weights.h5``.
+    A stand-in has the right layers and shapes, so every code path runs, but it is not
+    ImageNet: loading it warns with :class:`StandInWeightsWarning`.
+
+    Args:
+        folder: Where the files and :data:`LOCAL_WEIGHTS_INDEX` go (created).
+        names: Backbones to cover (default: every backbone of :data:`ARCHITECTURES`).
+        image_size: Input side the stand-ins are built at (no-top weights do not depend on it).
+        seed: Seed of the stand-ins' random initialisation.
+
+    Returns:
+        ``{name: LocalWeights}`` for every backbone covered.
+
+    Raises:
+        ValueError: A name that is not a backbone.
+    """
+    import json
+
+    backbones = tuple(n for n, a in ARCHITECTURES.items() if a.family == "backbone")
+    names = backbones if names is None else tuple(names)
+    bad = [n for n in names if n not in backbones]
+    if bad:
+        raise ValueError(f"Not backbones: {', '.join(bad)}. Backbones: {', '.join(backbones)}.")
+    folder = Path(folder).expanduser().absolute()
+    folder.mkdir(parents=True, exist_ok=True)
+    index_file = folder / LOCAL_WEIGHTS_INDEX
+    index = json.loads(index_file.read_text(encoding="utf-8")) if index_file.is_file() else {}
+    for name in names:
+        entry = index.get(name)
+        if entry and Path(entry["file"]).is_file():
+            continue
+        real = None
+        if name == "xception":
+            from pneumo_lib import pretrained
+
+            try:
+                real = pretrained.xception_imagenet_weights()
+            except pretrained.PretrainedUnavailable:
+                real = None
+        if real is not None:
+            index[name] = {"file": str(real), "stand_in": False,
+                           "origin": "Keras's ImageNet Xception weights, from the PyPI package pneumonia-model-package"}
+        else:
+            keras.utils.set_random_seed(seed)
+            target = folder / f"{name}.standin.weights.h5"
+            model = _application(name, (image_size, image_size, 3), None)
+            model.save_weights(str(target))
+            index[name] = {"file": str(target), "stand_in": True,
+                           "origin": f"random initialisation of {name} (seed {seed}): a stand-in, not ImageNet"}
+        index_file.write_text(json.dumps(index, indent=1, sort_keys=True) + "\n", encoding="utf-8")
+    return {n: LocalWeights(n, Path(index[n]["file"]), bool(index[n]["stand_in"]), index[n]["origin"])
+            for n in names}
+
+
 def build_backbone(
     name: str,
     image_size: int = 224,
@@ -364,7 +486,10 @@ def build_backbone(
             first taken offline from the PyPI package ``pneumonia-model-package``, see
             :mod:`pneumo_lib.pretrained`), ``None`` (random init) or the path of a local
             no-top weights file (the ``.h5`` file at :func:`imagenet_weights_url`, for
-            machines without internet).
+            machines without internet). When :data:`IMAGENET_DIR_ENV` is set (a rehearsal),
+            ``"imagenet"`` loads the file listed there for ``name`` instead
+            (:func:`local_imagenet_weights`), warning with :class:`StandInWeightsWarning`
+            when it is a stand-in.
 
     Raises:
         ValueError: Unknown name, input too small, ImageNet weights with ``channels != 3``.
@@ -387,6 +512,15 @@ def build_backbone(
     shape = (image_size, image_size, channels)
     if weights != "imagenet":
         return _application(name, shape, weights)
+    local = local_imagenet_weights(name)
+    if local is not None:
+        if local.stand_in:
+            import warnings
+
+            warnings.warn(StandInWeightsWarning(
+                f"{name}: ImageNet weights asked for, stand-in loaded ({local.origin}; "
+                f"{local.path.name}). Rehearsal only: its accuracy means nothing."), stacklevel=2)
+        return _application(name, shape, str(local.path))
     if name == "xception":
         return _xception_imagenet(shape)
     try:

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import argparse
 import ast
-from pathlib import Path
-
 from pneumo_lib import book
 from pneumo_lib.profiles import PROFILES
 
@@ -16,10 +14,12 @@ def add_commands(subparsers: argparse._SubParsersAction) -> None:
 
     run = sub.add_parser(
         "run",
-        help="execute chapters in place with papermill and report their times",
+        help="execute chapters (in place, or into --out DIR) with papermill and report their times",
         description=(
-            "Execute chapters (all by default) in place with papermill. Each chapter is "
-            "executed into a temporary file and replaces the stored notebook only on success."
+            "Execute chapters (all by default) with papermill. In place, each chapter is "
+            "executed into a temporary file and replaces the stored notebook only on success. "
+            "With --out DIR the executed notebooks go to DIR and book/ is never touched; "
+            "--profile full --rehearse --out DIR rehearses the full profile on CPU."
         ),
     )
     run.add_argument("chapters", nargs="*", metavar="CHAPTER", help="chapter name, prefix or path")
@@ -30,6 +30,11 @@ def add_commands(subparsers: argparse._SubParsersAction) -> None:
     )
     run.add_argument("--root", default=None, help="book root (the folder with _toc.yml)")
     run.add_argument("--report", default=None, metavar="FILE", help="also write the timing table to FILE")
+    run.add_argument("--out", default=None, metavar="DIR",
+                     help="write the executed chapters to DIR (book/ is left untouched; claims not strict)")
+    run.add_argument("--rehearse", action="store_true",
+                     help="with --profile full --out DIR: every code path of the full profile on CPU, "
+                          "small sizes and counts, stand-in data and weights where the real ones are missing")
     run.add_argument("--strict-budget", action="store_true", help="exit 1 when a chapter is over its budget")
     run.set_defaults(handler=_run)
 
@@ -50,11 +55,8 @@ def _parse_override(text: str) -> tuple[str, object]:
 
 def _run(args: argparse.Namespace) -> int:
     overrides = dict(_parse_override(item) for item in args.overrides)
-    runs = book.run_book(args.chapters, profile=args.profile, overrides=overrides, root=args.root)
-    if args.report:
-        report = Path(args.report)
-        report.parent.mkdir(parents=True, exist_ok=True)
-        report.write_text(book.format_report(runs, args.profile) + "\n", encoding="utf-8")
+    runs = book.run_book(args.chapters, profile=args.profile, overrides=overrides, root=args.root,
+                         out=args.out, rehearse=args.rehearse, report=args.report)
     if args.strict_budget and any(r.over_budget for r in runs):
         return 1
     return 0

@@ -209,3 +209,153 @@ def test_twenty_visits_end_with_no_kernel_left_and_memory_back(small_server, cap
               f"{kernels} at the end; server + kernels RSS {baseline:.0f} MiB before, "
               f"{peak[1]:.0f} MiB peak, {after:.0f} MiB after ({after / baseline - 1:+.1%})", end="")
     assert after <= 1.10 * baseline
+
+
+# ----------------------------------------------------------------- which model is served
+
+@pytest.fixture
+def offline(tmp_path, monkeypatch, pneumo_home):
+    """pip sees only an empty local folder (the package cannot be fetched), a fresh PNEUMO_HOME,
+    and the phantom CNN replaced by a small untrained one (no training in this test)."""
+    from pneumo_lib import models, pretrained, training
+
+    links = tmp_path / "links"
+    links.mkdir()
+    monkeypatch.setenv("PIP_CONFIG_FILE", "/dev/null")
+    monkeypatch.setenv("PIP_NO_INDEX", "1")
+    monkeypatch.setenv("PIP_FIND_LINKS", str(links))
+    pretrained._verified.clear()
+    small = training.save_model(models.build_model("paper_cnn", 32, channels=1, weights=None),
+                                tmp_path / "phantom.keras", {"data": {"source": "phantom"}})
+    monkeypatch.setattr(app, "default_model", lambda profile="quick": (small, "Model: the phantom stand-in."))
+    return small
+
+
+def test_offline_without_model_serves_the_phantom_cnn_with_a_notice_and_one_terminal_line(offline, capsys):
+    chosen = app.served_model()
+    assert (chosen.kind, chosen.path, chosen.notice) == (app.PHANTOM, offline, app.PHANTOM_NOTICE)
+    assert "its answers on a real chest X-ray mean nothing" in chosen.notice
+    lines = [line for line in capsys.readouterr().out.splitlines() if line.startswith("pneumo serve: note:")]
+    assert len(lines) == 1
+    assert lines[0].startswith(app.FALLBACK_MESSAGE.split("{")[0])
+    assert "pneumonia-model-package==0.3.0" in lines[0] and "pip download --no-deps" in lines[0]
+
+
+def test_offline_the_command_serves_the_fallback_and_is_not_an_error(offline, monkeypatch, capsys):
+    seen = {}
+
+    class FakeVoila:
+        @staticmethod
+        def launch_instance(argv, config):
+            seen.update({k: os.environ[k] for k in (app.MODEL_ENV, app.NOTE_ENV, app.NOTICE_ENV)})
+
+        @staticmethod
+        def clear_instance():
+            pass
+
+    import os
+
+    monkeypatch.setattr(app, "voila_class", lambda: FakeVoila)
+    for env in (app.MODEL_ENV, app.NOTE_ENV, app.NOTICE_ENV):
+        monkeypatch.delenv(env, raising=False)
+    assert cli.main(["serve", "--port", str(_free_port())]) == 0
+    out, err = capsys.readouterr()
+    assert err == "" and "pneumo serve: note: serving the phantom-trained CNN instead of the real-data" in out
+    assert f"pneumo serve: NOTICE: {app.PHANTOM_NOTICE}" in out
+    assert seen[app.MODEL_ENV] == str(offline) and seen[app.NOTICE_ENV] == app.PHANTOM_NOTICE
+
+
+def test_model_reference_offline_is_a_one_line_error(offline, capsys):
+    assert cli.main(["serve", "--model", "reference", "--port", str(_free_port())]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "\n" not in err and err.startswith("pneumo: error: The pretrained Xception networks come from the PyPI "
+                                              "package pneumonia-model-package==0.3.0")
+
+
+def test_preprocess_and_input_size_apply_only_to_a_model_path(capsys):
+    assert cli.main(["serve", "--preprocess", "tf", "--port", str(_free_port())]) == 2
+    assert "--preprocess and --input-size describe a model given with --model PATH" in capsys.readouterr().err
+    assert app.preprocess_name("xception") == "tf" and app.preprocess_name("vgg16") == "caffe"
+    assert app.preprocess_name("paper_cnn") == "unit"
+    with pytest.raises(ValueError, match=r"--preprocess inception: unknown; choose one of unit, tf, caffe, torch"):
+        app.preprocess_name("inception")
+
+
+def _mean_model(path, size=None):
+    """P(PNEUMONIA) = sigmoid(10 * mean pixel): known answers for every preprocessing."""
+    import numpy as np
+
+    from pneumo_lib import training
+    from pneumo_lib._tf import keras
+
+    inputs = keras.Input((size, size, 1))
+    x = keras.layers.GlobalAveragePooling2D()(inputs)
+    dense = keras.layers.Dense(1, activation="sigmoid", name="head")
+    model = keras.Model(inputs, dense(x), name="mean_model")
+    dense.set_weights([np.full((1, 1), 10.0, np.float32), np.zeros(1, np.float32)])
+    model.save(path)
+    training.card_path(path).write_text(json.dumps({"evaluation": {"threshold": 0.7}, "trained_on": "nothing at all"}))
+    return path
+
+
+def test_a_model_path_gets_its_preprocessing_from_the_command_line_or_its_card(tmp_path):
+    import numpy as np
+
+    from pneumo_lib import decision, training
+
+    any_size = _mean_model(tmp_path / "mean.keras")
+    with pytest.raises(ValueError, match="takes images of any size and its card names none; give one with --input-size"):
+        app.given_model(any_size)
+    gray = np.full((1, 24, 24, 1), 0.75, np.float32)
+    for kind, expected in (("unit", 0.75), ("tf", 0.5), ("xception", 0.5)):
+        served = app.given_model(any_size, preprocess=kind, input_size=24, folder=tmp_path / kind)
+        model = training.load_model(served.path)  # safe mode: only built-in layers
+        assert model.input_shape == (None, 24, 24, 1)
+        p = float(model.predict(gray, verbose=0)[0, 0])
+        assert p == pytest.approx(1 / (1 + np.exp(-10 * expected)), abs=1e-5)
+        assert decision.model_threshold(model) == 0.7, "the card's threshold is kept"
+        assert "Trained on: nothing at all. Input: 24 x 24 px, 1 channel (gray)" in served.note
+        assert served.note.endswith(app.NOT_A_MEDICAL_DEVICE)
+    # The card can say it instead: preprocess and input size from the card.
+    training.card_path(any_size).write_text(json.dumps({"preprocess": "tf", "input_size": 20}))
+    served = app.given_model(any_size, folder=tmp_path / "card")
+    assert training.load_model(served.path).input_shape == (None, 20, 20, 1) and "[-1, 1]" in served.note
+    fixed = _mean_model(tmp_path / "fixed.keras", size=16)
+    assert app.given_model(fixed).path == fixed.resolve(), "nothing to add: served as it is"
+    with pytest.raises(ValueError, match=r"--input-size 32 contradicts --model fixed.keras, which takes 16 x 16 px"):
+        app.given_model(fixed, input_size=32)
+
+
+REFERENCE_CACHED = pytest.mark.skipif(
+    "not __import__('pneumo_lib.pretrained', fromlist=['x']).reference_available()",
+    reason="the real-data classifier is not cached in PNEUMO_HOME (pneumo data sample fetches it)")
+
+
+@REFERENCE_CACHED
+def test_without_model_the_real_data_classifier_is_served_and_the_page_says_what_it_is(tmp_path, capsys):
+    import numpy as np
+
+    from pneumo_lib import data, pretrained, training, uploads, widgets
+
+    chosen = app.served_model()
+    assert chosen.kind == app.REFERENCE and chosen.notice == ""
+    assert "pneumo serve: note" not in capsys.readouterr().out
+    for words in ("trained on real Kaggle X-rays", "Input: 150 x 150 px, 3 channels", "not a medical device",
+                  "keras.applications.xception.preprocess_input"):
+        assert words in chosen.note
+    model = training.load_model(chosen.path)
+    assert model.input_shape == (None, 150, 150, 3) and chosen.card["sha256"] == pretrained.MODEL_SHA256
+    # Its page: uncalibrated and the default referral level, said so.
+    note = widgets.decision_note(model) + " " + widgets.referral_page_note(model)
+    assert "not calibrated: the model card holds no fitted temperature" in note
+    assert "the model card holds no referral level" in note
+    # The package's own model given as a path with --preprocess xception answers exactly the same.
+    raw = app.given_model(pretrained.reference_model_file(fetch=False), preprocess="xception", folder=tmp_path)
+    raw_model = training.load_model(raw.path)
+    files = sorted(data.ensure_sample().rglob("*.jpeg"))[:4]
+    images = np.stack([uploads.read_upload(uploads.Upload(f.name, f.read_bytes()), 150, 3) for f in files])
+    served_p = widgets.probabilities(model, images)
+    assert widgets.probabilities(raw_model, images) == pytest.approx(served_p, abs=1e-5)
+    # Grad-CAM finds the layer inside the nested backbone of both.
+    e = widgets.explain(raw_model, images[0])
+    assert e.heatmap.shape == (150, 150) and e.heatmap.max() == pytest.approx(1.0)

@@ -440,10 +440,13 @@ def given_model(path: str | os.PathLike[str], *, preprocess: str | None = None,
     outputs = model(layer(inputs) if layer is not None else inputs)
     wrapped = keras.Model(inputs, outputs, name=f"served_{model.name}")
     out_dir = Path(folder) if folder is not None else Path(tempfile.mkdtemp(prefix="pneumo-serve-model-"))
-    served = training.save_model(wrapped, out_dir / f"{model_path.stem}-served.keras",
-                                 {**card, "preprocess": "unit", "input_size": size, "served_from": str(model_path),
-                                  "served_preprocessing": kind})
-    return ServedModel(served.resolve(), note, "", "given", training.read_card(served))
+    out_dir.mkdir(parents=True, exist_ok=True)
+    served = out_dir / f"{model_path.stem}-served.keras"
+    wrapped.save(served)  # not training.save_model: the model need not be one pneumo_lib builds
+    served_card = {**card, "preprocess": "unit", "input_size": size, "input_shape": [size, size, channels],
+                   "served_from": str(model_path), "served_preprocessing": kind}
+    training.card_path(served).write_text(json.dumps(served_card, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+    return ServedModel(served.resolve(), note, "", "given", served_card)
 
 
 def served_model(model: str | os.PathLike[str] | None = None, *, preprocess: str | None = None,

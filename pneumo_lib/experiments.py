@@ -250,7 +250,7 @@ def train_on_folder(
         weights = None if arch.family == "scratch" else P.weights
     if weights == "source":
         raise ValueError("weights='source' is only available through cached_training (the chapters' cache).")
-    recipe = Recipe(name, P, head, weights, _weights_id(weights), "all",
+    recipe = Recipe(name, P, head, weights, _weights_id(weights, name), "all",
                     train_backbone=arch.family == "backbone" and weights is None)
     manifest = data.make_splits(folder, seed=P.seed, save=False)
     try:
@@ -314,7 +314,9 @@ def evaluate_file(
     return result
 
 
-def _weights_id(weights: str | os.PathLike[str] | None) -> str | None:
+def _weights_id(weights: str | os.PathLike[str] | None, name: str | None = None) -> str | None:
+    if weights == "imagenet" and name is not None:
+        return models.imagenet_weights_id(name)  # "imagenet", or what stands for it in a rehearsal
     if weights is None or weights == "imagenet":
         return weights
     return f"file:{Path(weights).name}:{_file_hash(weights)}"
@@ -405,7 +407,7 @@ def cached_training(
     manifest = data.make_splits(data.ensure_dataset(P, shortcut=shortcut), seed=P.seed)
     if weights == "profile":
         weights = None if arch.family == "scratch" else (P.weights or "source")
-    weights_id = _weights_id(weights) if weights != "source" else None
+    weights_id = _weights_id(weights, name) if weights != "source" else None
     if weights == "source":
         source = cached_training(name, P, head=head, weights=None, subset="source", shortcut=shortcut,
                                  retrain=False, verbose=verbose)

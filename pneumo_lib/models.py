@@ -408,6 +408,27 @@ def local_imagenet_weights(name: str) -> LocalWeights | None:
     return LocalWeights(name, path, bool(entry.get("stand_in")), str(entry.get("origin", "")))
 
 
+def imagenet_weights_id(name: str) -> str:
+    """What ``weights="imagenet"`` means for ``name`` here, for model cards and cache keys.
+
+    ``"imagenet"`` normally; inside a rehearsal (:data:`IMAGENET_DIR_ENV` lists ``name``)
+    ``"imagenet-standin:<16 hex digits>"`` for a stand-in and ``"imagenet-local:<16 hex digits>"``
+    for a local copy of the real weights (digits: the file's SHA-256), so models trained
+    on stand-ins are never served as ImageNet-trained ones.
+    """
+    local = local_imagenet_weights(name)
+    if local is None:
+        return "imagenet"
+    import hashlib
+
+    digest = hashlib.sha256()
+    with open(local.path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    kind = "imagenet-standin" if local.stand_in else "imagenet-local"
+    return f"{kind}:{digest.hexdigest()[:16]}"
+
+
 def write_rehearsal_weights(folder: str | os.PathLike[str], names: "tuple[str, ...] | None" = None,
                             *, image_size: int = 72, seed: int = 42) -> dict[str, LocalWeights]:
     """Write (or reuse) the local weights folder a rehearsal points :data:`IMAGENET_DIR_ENV` at.

@@ -252,8 +252,12 @@ def test_standin_weights_have_the_architecture_and_are_reported(tmp_path, monkey
     assert "stand-in, not ImageNet" in entry.origin
     assert json.loads((tmp_path / "w" / models.LOCAL_WEIGHTS_INDEX).read_text())["mobilenet_v2"]["stand_in"]
     assert models.local_imagenet_weights("mobilenet_v2") is None  # not without the variable
+    assert models.imagenet_weights_id("mobilenet_v2") == "imagenet"
     monkeypatch.setenv(models.IMAGENET_DIR_ENV, str(tmp_path / "w"))
     assert models.local_imagenet_weights("mobilenet_v2") == entry
+    digest = hashlib.sha256(entry.path.read_bytes()).hexdigest()[:16]
+    assert models.imagenet_weights_id("mobilenet_v2") == f"imagenet-standin:{digest}"  # cards and cache keys
+    assert models.imagenet_weights_id("vgg16") == "imagenet"  # not listed: the usual ImageNet weights
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         backbone = models.build_backbone("mobilenet_v2", 40, weights="imagenet")

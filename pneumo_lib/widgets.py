@@ -60,7 +60,7 @@ __all__ = [
     "METHODS", "DISPLAY_SIZE", "Explanation", "explain", "probabilities", "png_bytes", "layer_options",
     "explanation_figure", "ResultPane", "AppView", "Explorer", "app_from_environment", "decision_note",
     "upload_warnings", "NOT_XRAY_WARNING", "upload_size_guard", "upload_size_guard_html", "REFERRAL_FLAG",
-    "referral_page_note", "ImageSource", "real_sample_source", "reference_model_choice", "TEST_SPLIT", "UPLOAD",
+    "referral_page_note", "ImageSource", "real_sample_source", "real_sample_choice", "reference_model_choice", "TEST_SPLIT", "UPLOAD",
     "REAL_SAMPLE", "REFERENCE_CHOICE",
 ]
 
@@ -583,6 +583,18 @@ def real_sample_source() -> ImageSource:
     records = data.list_images(root, splits=("val",), check=False)
     return ImageSource([r.label for r in records], [Path(r.path).name for r in records],
                        paths=[root / r.path for r in records])
+
+
+def real_sample_choice() -> dict[str, ImageSource]:
+    """``{REAL_SAMPLE: real_sample_source()}`` for an explorer's ``sources``; ``{}`` when the 16 real
+    X-rays cannot be had (offline and not cached), after printing one line saying so."""
+    from pneumo_lib.data import sample
+
+    try:
+        return {REAL_SAMPLE: real_sample_source()}
+    except sample.SampleError as err:
+        print(f"The 16 real Kaggle X-rays are left out of the explorer: {err}")
+        return {}
 
 
 def reference_model_choice(*, fetch: bool = True) -> dict[str, object]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import socket
 import subprocess
 import sys
@@ -252,8 +253,6 @@ def test_offline_the_command_serves_the_fallback_and_is_not_an_error(offline, mo
         @staticmethod
         def clear_instance():
             pass
-
-    import os
 
     monkeypatch.setattr(app, "voila_class", lambda: FakeVoila)
     for env in (app.MODEL_ENV, app.NOTE_ENV, app.NOTICE_ENV):

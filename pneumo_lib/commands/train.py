@@ -24,7 +24,10 @@ def add_commands(subparsers: argparse._SubParsersAction) -> None:
     train.add_argument("--data", required=True, metavar="DIR", help="dataset folder (holds chest_xray/ or train/val/test)")
     train.add_argument("--out", required=True, metavar="FILE", help="model file to write, e.g. model.keras")
     train.add_argument("--profile", default="quick", help=f"one of: {', '.join(PROFILES)} (default: quick)")
-    train.add_argument("--head", default="sigmoid", choices=("sigmoid", "softmax"))
+    train.add_argument("--head", default=None, choices=("sigmoid", "softmax"),
+                       help="two classes: sigmoid (default) or softmax; three classes: softmax")
+    train.add_argument("--classes", default="2", metavar="K",
+                       help="2 (NORMAL, PNEUMONIA; default) or 3 (NORMAL, bacterial, viral, read from the file names)")
     train.add_argument(
         "--weights", default="profile",
         help="backbones: 'imagenet', 'none' (from scratch), a local weights file, or 'profile' (default)",
@@ -70,18 +73,47 @@ def _train(args: argparse.Namespace) -> int:
     from pneumo_lib import experiments
     from pneumo_lib.profiles import get_profile
 
+    classes = _classes(args.classes)
+    if classes == 3 and args.head == "sigmoid":
+        raise ValueError("--classes 3 needs a softmax head (three units); leave out --head or use --head softmax.")
     profile = get_profile(args.profile, epochs=args.epochs)
     weights = None if args.weights.lower() == "none" else args.weights
-    result, evaluation = experiments.train_on_folder(
-        args.model, args.data, args.out, profile=profile, head=args.head, weights=weights,
-        verbose=0 if args.quiet else "auto", strategy=args.strategy,
-    )
+    if classes == 3:
+        from pneumo_lib import three_classes
+
+        result, evaluation = three_classes.train_on_folder(
+            args.model, args.data, args.out, profile=profile, weights=weights,
+            verbose=0 if args.quiet else "auto", strategy=args.strategy,
+        )
+    else:
+        result, evaluation = experiments.train_on_folder(
+            args.model, args.data, args.out, profile=profile, head=args.head or "sigmoid", weights=weights,
+            verbose=0 if args.quiet else "auto", strategy=args.strategy,
+        )
     summary = result.summary()
     print(f"saved {args.out} (model card beside it)")
-    print(f"best epoch {summary['best_epoch']} of {summary['epochs_run']}, validation ROC AUC {summary['best_val_auc']:.4f}, "
+    what = "macro ROC AUC" if classes == 3 else "ROC AUC"
+    print(f"best epoch {summary['best_epoch']} of {summary['epochs_run']}, validation {what} {summary['best_val_auc']:.4f}, "
           f"{summary['images_per_second']} images/s on {summary['replicas']} replica(s)")
-    _print_evaluation(evaluation)
+    (_print_evaluation3 if classes == 3 else _print_evaluation)(evaluation)
     return 0
+
+
+def _classes(value: str) -> int:
+    """``--classes`` as 2 or 3; anything else is a one-line error."""
+    if str(value).strip() not in ("2", "3"):
+        raise ValueError(f"--classes must be 2 (NORMAL, PNEUMONIA) or 3 (NORMAL, bacterial, viral), got {value!r}.")
+    return int(value)
+
+
+def _is_three_class_file(path: str) -> bool:
+    """Whether a model file holds a three-class model: its card says so (no model loading needed)."""
+    from pneumo_lib import training
+
+    try:
+        return int(training.read_card(path).get("classes", 2)) == 3
+    except (OSError, ValueError):
+        return False
 
 
 def _evaluate(args: argparse.Namespace) -> int:
@@ -95,6 +127,17 @@ def _evaluate(args: argparse.Namespace) -> int:
         raise ValueError(f"--refer-fraction must be strictly between 0 and 1 (e.g. 0.1), got {args.refer_fraction}.")
     if args.calibration and (isinstance(args.bins, bool) or args.bins < 1):
         raise ValueError(f"--bins must be a positive integer, got {args.bins}.")
+    if _is_three_class_file(args.model):
+        from pneumo_lib import three_classes
+
+        if args.calibration:
+            raise ValueError(f"{args.model} is a three-class model; --calibration applies to two-class models only.")
+        evaluation = three_classes.evaluate_file(args.model, args.data, profile=args.profile)
+        if args.json:
+            print(json.dumps(evaluation.as_dict(), sort_keys=True))
+        else:
+            _print_evaluation3(evaluation)
+        return 0
     evaluation = experiments.evaluate_file(args.model, args.data, profile=args.profile)
     report = calibration.file_report(args.model, args.data, profile=args.profile, bins=args.bins,
                                      store=args.store_temperature,
@@ -120,3 +163,19 @@ def _print_evaluation(evaluation) -> None:
         print(f"  {METRIC_TITLES[name]:>12}  {evaluation.metrics[name]:.4f}  95% CI [{low:.4f}, {high:.4f}]")
     (tn, fp), (fn, tp) = evaluation.metrics["confusion"]
     print(f"  confusion: TN {tn}  FP {fp}  FN {fn}  TP {tp}")
+
+
+def _print_evaluation3(evaluation) -> None:
+    from pneumo_lib.three_classes import PER_CLASS_METRICS, SUMMARY_METRICS, THREE_CLASSES
+
+    m, ci = evaluation.metrics, evaluation.ci
+    print(f"test split, three classes (predicted class: the most probable), 95% CI over {evaluation.ci_unit}s:")
+    for name in SUMMARY_METRICS:
+        print(f"  {name.replace('_', ' '):>22}  {m[name]:.4f}  95% CI [{ci[name][0]:.4f}, {ci[name][1]:.4f}]")
+    print(f"  {'class':>10}  " + "  ".join(f"{name:>26}" for name in PER_CLASS_METRICS))
+    for c in THREE_CLASSES:
+        cells = [f"{m[f'{name}_{c}']:.4f} [{ci[f'{name}_{c}'][0]:.4f}, {ci[f'{name}_{c}'][1]:.4f}]" for name in PER_CLASS_METRICS]
+        print(f"  {c:>10}  " + "  ".join(f"{cell:>26}" for cell in cells))
+    print("  confusion (rows true, columns predicted: " + ", ".join(THREE_CLASSES) + "):")
+    for c, row in zip(THREE_CLASSES, m["confusion"]):
+        print(f"  {c:>10}  " + "  ".join(f"{v:>5}" for v in row))

@@ -36,7 +36,7 @@ NORMAL, BACTERIAL, VIRAL = 0, 1, 2
 #: Default largest gap between a class's share in ``train`` or ``val`` and in the train+val pool.
 SHARE_TOLERANCE = 0.02
 
-_KIND = re.compile(r"(?:^|[_\-])(bacteria|virus)(?:[_\-]|$)", re.IGNORECASE)
+_KIND = re.compile(r"(?:^|(?<=[_\-]))(bacteria|virus)(?=[_\-]|$)", re.IGNORECASE)
 _KIND_LABEL = {"bacteria": BACTERIAL, "virus": VIRAL}
 
 

@@ -67,6 +67,8 @@ class ChapterRun:
         unsupported_claims: Statements of the text this run's outputs did not support (only
             runs with ``out``; in place a false claim stops the chapter).
         error: Why the chapter failed (runs with ``out`` go on after a failing chapter), or None.
+        peak_mb: Peak resident memory of the chapter's kernel (and its children) in MB,
+            sampled twice a second (runs with ``out``; None when unmeasured).
     """
 
     chapter: Chapter
@@ -74,6 +76,7 @@ class ChapterRun:
     output: Path | None = None
     unsupported_claims: tuple[str, ...] = ()
     error: str | None = None
+    peak_mb: float | None = None
 
     @property
     def over_budget(self) -> bool:
@@ -231,6 +234,52 @@ def check_out_dir(out: str | os.PathLike[str], chapters: Iterable[Chapter]) -> P
     return folder
 
 
+class _PeakMemory:
+    """Sample the summed resident memory of this process's descendants (the kernel) in a thread."""
+
+    def __init__(self, interval: float = 0.5):
+        self.interval = interval
+        self.peak = 0
+        self.measured = False
+
+    def _sample(self) -> None:
+        import psutil
+
+        me = psutil.Process()
+        while not self._stop.wait(self.interval):
+            total = 0
+            for child in me.children(recursive=True):
+                try:
+                    total += child.memory_info().rss
+                except psutil.Error:
+                    pass
+            self.peak = max(self.peak, total)
+            self.measured = True
+
+    def __enter__(self):
+        import threading
+
+        self._stop = threading.Event()
+        try:
+            import psutil  # noqa: F401  (installed with ipykernel)
+        except ImportError:
+            self._thread = None
+            return self
+        self._thread = threading.Thread(target=self._sample, daemon=True)
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join()
+        return False
+
+    @property
+    def megabytes(self) -> float | None:
+        return self.peak / 1e6 if self.measured else None
+
+
 class _environment:
     """Set (value) or unset (None) environment variables for a block; restore them after."""
 
@@ -300,8 +349,9 @@ def run_chapter(chapter: Chapter, parameters: dict[str, Any], *, kernel_name: st
     tmp = Path(tmp_name)
     _write_without_injected_cells(chapter.path, tmp)
     start = time.perf_counter()
+    memory = _PeakMemory()
     try:
-        with _environment(variables):
+        with _environment(variables), memory:
             papermill.execute_notebook(
                 str(tmp),
                 str(tmp),
@@ -332,7 +382,8 @@ def run_chapter(chapter: Chapter, parameters: dict[str, Any], *, kernel_name: st
     if out_dir is None:
         return ChapterRun(chapter, seconds)
     target.with_suffix(".failed.ipynb").unlink(missing_ok=True)
-    return ChapterRun(chapter, seconds, output=target, unsupported_claims=unsupported_claims(target))
+    return ChapterRun(chapter, seconds, output=target, unsupported_claims=unsupported_claims(target),
+                      peak_mb=memory.megabytes)
 
 
 def _say(message: str) -> None:
@@ -342,13 +393,13 @@ def _say(message: str) -> None:
 def format_report(runs: list[ChapterRun], profile: str, notes: Iterable[str] = ()) -> str:
     """A plain-text table of chapter wall times against budgets.
 
-    Runs into a folder (``out``) get a ``claims`` column: how many of the text's claims the
-    chapter's outputs did not support. ``notes`` are appended as lines (e.g. which weights
+    Runs into a folder (``out``) get a ``peak MB`` column (the kernel's peak resident memory)
+    and a ``claims`` column: how many of the text's claims the chapter's outputs did not support. ``notes`` are appended as lines (e.g. which weights
     and data of a rehearsal are stand-ins).
     """
     width = max([len("chapter")] + [len(r.chapter.name) for r in runs])
     claims = any(r.output is not None for r in runs)
-    claims_head = f"  {'claims':>6}" if claims else ""
+    claims_head = f"  {'peak MB':>7}  {'claims':>6}" if claims else ""
     lines = [
         f"Chapter times (profile {profile}):",
         f"  {'chapter':<{width}}  {'seconds':>8}  {'budget':>8}{claims_head}  status",
@@ -357,7 +408,8 @@ def format_report(runs: list[ChapterRun], profile: str, notes: Iterable[str] = (
         budget = run.chapter.budget_seconds
         status = "FAILED" if run.error else "OVER BUDGET" if run.over_budget else "ok"
         budget_text = f"{budget:8.0f}" if budget is not None else f"{'-':>8}"
-        claims_text = f"  {len(run.unsupported_claims):>6}" if claims else ""
+        peak = f"{run.peak_mb:7.0f}" if run.peak_mb is not None else f"{'-':>7}"
+        claims_text = f"  {peak}  {len(run.unsupported_claims):>6}" if claims else ""
         lines.append(f"  {run.chapter.name:<{width}}  {run.seconds:8.1f}  {budget_text}{claims_text}  {status}")
     total = sum(r.seconds for r in runs)
     lines.append(f"  {'total':<{width}}  {total:8.1f}")

@@ -83,8 +83,9 @@ def test_out_leaves_the_book_byte_identical_and_counts_unsupported_claims(tiny_b
     text = nbformat.read(runs[0].output, as_version=4).cells[2].outputs
     assert "read from the book folder" in "".join(o.get("text", "") for o in text)  # cwd: the book folder
     table = (tmp_path / "out" / "times.txt").read_text().splitlines()
-    assert table[1].split() == ["chapter", "seconds", "budget", "claims", "status"]
-    assert table[2].split()[0] == "01_claims" and table[2].split()[3:] == ["1", "ok"]
+    assert table[1].split() == ["chapter", "seconds", "budget", "peak", "MB", "claims", "status"]
+    assert table[2].split()[0] == "01_claims" and table[2].split()[4:] == ["1", "ok"]
+    assert runs[0].peak_mb is not None and 10 < runs[0].peak_mb < 20_000  # a kernel's memory, in MB
     assert "  01_claims: one beats two" in table
     # In place the same chapter is strict: the false claim stops it, the stored file is kept.
     with pytest.raises(book.ChapterError, match="one beats two"):

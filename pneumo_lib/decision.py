@@ -107,6 +107,10 @@ def pneumonia_probability(probabilities: Any) -> np.ndarray:
     p = np.asarray(probabilities, dtype=np.float64)
     if p.ndim == 2 and p.shape[1] in (1, 2):
         p = p[:, -1]
+    if p.ndim == 2 and p.shape[1] == 3:
+        raise ValueError(f"Expected probabilities of shape (N,), (N, 1) or (N, 2), got {np.shape(probabilities)}: a "
+                         "three-class model (NORMAL, bacterial, viral) has no single P(PNEUMONIA); evaluate it "
+                         "with pneumo_lib.three_classes (or `pneumo evaluate`, which reads its card).")
     if p.ndim != 1:
         raise ValueError(f"Expected probabilities of shape (N,), (N, 1) or (N, 2), got {np.shape(probabilities)}.")
     return p

@@ -563,6 +563,14 @@ def evaluate_file(model_path: str | os.PathLike[str], data_dir: str | os.PathLik
 # --------------------------------------------------------------------------- the chapters' cache
 
 
+def _file_hash(path: str | os.PathLike[str]) -> str:
+    digest = hashlib.sha256()
+    with open(paths.check_file(path, "weights file"), "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()[:16]
+
+
 def cache_path(name: str, profile: Profile, split: ThreeClassSplit, weights_id: str | None) -> Path:
     """Cache file of a three-class model: ``<models>/<name>-<profile>-3class-<key>.keras``."""
     fields = {"three_class_recipe": RECIPE_VERSION, "recipe": experiments.RECIPE_VERSION, "name": name,
@@ -597,7 +605,7 @@ def cached_training(name: str, profile: str | Profile = "quick", *,
     arch = models.architecture(name)
     if weights == "profile":
         weights = None if arch.family == "scratch" else P.weights
-    weights_id = weights if weights in (None, "imagenet") else f"file:{Path(weights).name}"
+    weights_id = weights if weights in (None, "imagenet") else f"file:{Path(weights).name}:{_file_hash(weights)}"
     split = three_class_split(data.ensure_dataset(P), seed=P.seed)
     path = cache_path(name, P, split, weights_id)
     if path.is_file() and training.card_path(path).is_file() and not retrain:

@@ -212,6 +212,9 @@ def test_class_two_map_sits_on_its_evidence_in_the_corner():
     inner = (yy - 26) ** 2 + (xx - 26) ** 2 <= 4
     assert normal[inner].max() == 0 and normal[:16, :16].min() > 0.5  # NORMAL: the dark background
     assert np.all(bacterial == 0)  # no evidence for class 1 anywhere
+    for method in (cam.grad_cam_plus_plus, cam.score_cam):  # the other methods: class 2 on the disc too
+        other = method(model, image, class_index=2)[0]
+        assert disc[np.unravel_index(other.argmax(), other.shape)] and other[:16, :16].max() < 0.05, method.__name__
 
 
 # --------------------------------------------------------------------------- metrics

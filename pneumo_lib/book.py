@@ -377,7 +377,8 @@ def run_chapter(chapter: Chapter, parameters: dict[str, Any], *, kernel_name: st
         tmp.unlink(missing_ok=True)
         raise
     seconds = time.perf_counter() - start
-    _strip_run_metadata(tmp)
+    if out_dir is None:
+        _strip_run_metadata(tmp)  # a run into a folder keeps papermill's per-cell durations
     os.replace(tmp, target)
     if out_dir is None:
         return ChapterRun(chapter, seconds)

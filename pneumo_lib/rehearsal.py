@@ -74,6 +74,9 @@ def choose_data(seed: int = 42) -> tuple[Path, bool, dict[str, str | None]]:
 
     Returns:
         ``(chest_xray folder, is it the stand-in?, {variable: value or None to unset})``.
+
+    Raises:
+        ValueError: The download exists but is not in the Kaggle layout (names the problem).
     """
     from pneumo_lib.data import standin
 
@@ -83,7 +86,14 @@ def choose_data(seed: int = 42) -> tuple[Path, bool, dict[str, str | None]]:
     finally:
         if saved is not None:
             os.environ[paths.KAGGLE_DIR_ENV] = saved
-    if real.is_dir():
+    if real.exists():
+        from pneumo_lib.data import check_layout
+
+        try:
+            check_layout(real)
+        except (FileNotFoundError, ValueError) as err:
+            raise ValueError(f"The Kaggle download the rehearsal would use is not in the Kaggle layout: {err} "
+                             f"Fix or move {real} (it was not changed), or run `pneumo data audit {real}`.") from None
         return real, False, {paths.KAGGLE_DIR_ENV: None}
     folder = standin.write_kaggle_standin(seed=seed)
     return folder, True, {paths.KAGGLE_DIR_ENV: str(folder)}

@@ -231,6 +231,12 @@ def test_an_existing_kaggle_folder_is_used_as_is_and_never_modified(tmp_path, ho
     assert data.ensure_dataset(dataclasses.replace(P, images_per_class=3)) == subset  # seeded, reused
     assert data.list_images(subset) == chosen
     assert _tree_hash(real.parent) == before
+    # A download in the wrong layout: a clear message, nothing changed.
+    (real / "test" / "NORMAL").rename(real / "test" / "normal-moved")
+    broken = _tree_hash(real.parent)
+    with pytest.raises(ValueError, match=r"not in the Kaggle layout: .*NORMAL"):
+        rehearsal.choose_data()
+    assert _tree_hash(real.parent) == broken
     # Without a download the stand-in goes under the home, never into the kaggle data folder.
     shutil.rmtree(real.parent)
     folder, is_standin, env = rehearsal.choose_data()

@@ -336,3 +336,20 @@ def test_cli_three_classes_need_softmax(capsys, tmp_path):
     code = cli.main(["train", "--model", "paper_cnn", "--classes", "3", "--head", "sigmoid", "--data",
                      str(tmp_path), "--out", str(tmp_path / "m.keras")])
     assert code == 2 and "softmax" in capsys.readouterr().err
+
+
+def test_three_weighted_classes_train_in_two_phases():
+    """The transfer recipe (features frozen, then the top block fine-tuned) on a three-unit head; a
+    backbone takes the same path (building one is tested above; training it here would take half a minute)."""
+    rng = np.random.default_rng(0)
+    y = np.array([0, 1, 1, 2] * 4)
+    x = rng.random((y.size, 32, 32, 1)).astype(np.float32) * 0.2 + y[:, None, None, None] * 0.3
+    batches = tf.data.Dataset.from_tensor_slices((x, y)).batch(8)
+    keras.utils.set_random_seed(0)
+    model = three_classes.build_model("paper_cnn", 32)
+    result = training.train(model, batches, batches, epochs=1, fine_tune_epochs=1, transfer=True,
+                            class_weight=class_weights3(y), warmup_epochs=0, verbose=0)
+    assert result.history["phase"] == ["train", "fine-tune"]
+    assert all(np.isfinite(result.history["val_auc"])) and result.model.output_shape == (None, 3)
+    labels, p = three_classes.predict_proba3(result.model, batches)
+    assert labels.tolist() == y.tolist() and np.allclose(p.sum(axis=1), 1, atol=1e-5)

@@ -230,7 +230,7 @@ REHEARSAL_SIZES: dict[str, Any] = {
     "image_size": 72,
     "epochs": 1,
     "fine_tune_epochs": 1,
-    "images_per_class": 24,
+    "images_per_class": 16,
     "bootstrap_rounds": 20,
     "n_explain": 8,
     # Demonstrations that need the phantom (lesion masks, the shortcut variant) use the

@@ -103,22 +103,27 @@ def test_split_not_stratified_by_subtype_is_resplit_without_leaks():
 
 
 def test_split_already_stratified_is_reused_as_is():
-    records = _records()
-    # Every fifth patient of each class: close to stratified, measured and kept.
-    by_kind: dict[str, list[str]] = {}
-    for r in records:
-        if r.split == "train":
-            kind = "normal" if "IM-" in r.path else ("bacteria" if "bacteria" in r.path else "virus")
-            if r.patient not in by_kind.setdefault(kind, []):
-                by_kind[kind].append(r.patient)
-    val = {p for patients in by_kind.values() for p in patients[::5]}
+    # One image per patient: 100 NORMAL, 200 bacterial, 100 viral in train+val; val holds exactly
+    # 15, 30 and 15 of them, so every share is the pool's (gap 0) and the split is kept.
+    records, val = [], set()
+    for kind, n in (("normal", 100), ("bacteria", 200), ("virus", 100)):
+        for i in range(n):
+            if kind == "normal":
+                r = ImageRecord(f"train/NORMAL/IM-{i:04d}-0001.jpeg", "train", 0, f"IM-{i:04d}")
+            else:
+                r = ImageRecord(f"train/PNEUMONIA/person{i}{kind[0]}_{kind}_1.jpeg", "train", 1, f"person{i}{kind[0]}")
+            records.append(r)
+            if i < n * 15 // 100:
+                val.add(r.patient)
+    records += [ImageRecord("test/NORMAL/IM-9000-0001.jpeg", "test", 0, "IM-9000"),
+                ImageRecord("test/PNEUMONIA/person9000_bacteria_1.jpeg", "test", 1, "person9000"),
+                ImageRecord("test/PNEUMONIA/person9001_virus_1.jpeg", "test", 1, "person9001")]
     given = _manifest(records, val)
-    probe = three_class_split(given, tolerance=0.999)  # measure the given split's gaps
-    assert probe.reused and probe.manifest is given
-    tolerance = max(probe.share_gaps()["train"], probe.share_gaps()["val"]) + 1e-9
-    kept = three_class_split(given, tolerance=tolerance)
+    kept = three_class_split(given)
     assert kept.reused and kept.manifest is given
-    assert kept.labels("val").tolist() == [subtype_label(r.path, r.label) for r in given.records if r.split == "val"]
+    assert kept.counts()["val"] == {"NORMAL": 15, "bacterial": 30, "viral": 15}
+    assert kept.share_gaps()["val"] == pytest.approx(0.0) and kept.share_gaps()["train"] == pytest.approx(0.0)
+    assert kept.labels("val").tolist() == [0] * 15 + [1] * 30 + [2] * 15
 
 
 @pytest.fixture(scope="module")

@@ -57,11 +57,11 @@ def tiny_book(tmp_path):
     (root / "book" / "relative.txt").write_text("read from the book folder\n")
     _chapter(root / "book" / "02_env.ipynb",
              "import os, warnings\nwarnings.simplefilter('always')\n"
-             "from pneumo_lib import profiles, data, models\n"
+             "from pneumo_lib import profiles, data, models\nfrom pneumo_lib.data import standin\n"
              "P = profiles.get_profile(profile)\n"
              "folder = data.ensure_dataset(P)\n"
              "print(P.name, P.data_source, P.weights, P.image_size, P.epochs, P.images_per_class)\n"
-             "print(len(data.list_images(folder)), data.standin.is_standin(folder))\n"
+             "print(len(data.list_images(folder)), standin.is_standin(folder))\n"
              "m = models.build_transfer_model('mobilenet_v2', P.image_size, weights=P.weights)\n"
              "print(m.input_shape)")
     return root

@@ -358,3 +358,22 @@ def test_three_weighted_classes_train_in_two_phases():
     assert all(np.isfinite(result.history["val_auc"])) and result.model.output_shape == (None, 3)
     labels, p = three_classes.predict_proba3(result.model, batches)
     assert labels.tolist() == y.tolist() and np.allclose(p.sum(axis=1), 1, atol=1e-5)
+
+
+@pytest.mark.filterwarnings("ignore::pneumo_lib.data.subtypes.StratificationWarning")
+def test_cached_training_trains_once_then_loads(small_phantom, pneumo_home, monkeypatch):
+    from pneumo_lib import data
+    from pneumo_lib.profiles import get_profile
+
+    monkeypatch.setattr(data, "ensure_dataset", lambda profile, **kw: small_phantom / "chest_xray")
+    P = get_profile("quick", image_size=32, epochs=1, bootstrap_rounds=20)
+    first = three_classes.cached_training("paper_cnn", P)
+    assert first.trained_now and first.path.parent == pneumo_home / "models" and "3class" in first.path.name
+    again = three_classes.cached_training("paper_cnn", P)
+    assert not again.trained_now and again.path == first.path
+    x = np.random.default_rng(0).random((2, 32, 32, 1)).astype(np.float32)
+    assert np.allclose(first.model.predict(x, verbose=0), again.model.predict(x, verbose=0), atol=1e-6)
+    ev = three_classes.evaluate_cached(again)
+    stored = again.card["evaluation"]["metrics"]
+    assert ev.metrics["confusion"] == stored["confusion"]
+    assert ev.metrics["macro_roc_auc"] == pytest.approx(stored["macro_roc_auc"], abs=1e-5)

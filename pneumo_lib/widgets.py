@@ -439,8 +439,8 @@ def app_from_environment() -> AppView:
     :data:`pneumo_lib.app.MODEL_ENV`, :data:`pneumo_lib.app.NOTE_ENV` and
     :data:`pneumo_lib.app.NOTICE_ENV`; without them (the notebook opened directly) it uses
     :func:`pneumo_lib.app.served_model` (the real-data classifier, else the phantom CNN with its
-    notice). The model is loaded in Keras safe mode and run once on a blank image, so that the
-    first upload does not pay TensorFlow's start-up costs.
+    notice). The model is loaded in Keras safe mode and a blank upload is read and explained
+    once, so that the first real upload does not pay TensorFlow's start-up costs.
     """
     from pneumo_lib import app, training
 
@@ -451,7 +451,11 @@ def app_from_environment() -> AppView:
         path, note, notice = chosen.path, chosen.note, chosen.notice
     model = training.load_model(path)
     size, channels = _input_shape(model)
-    explain(model, np.zeros((size, size, channels), np.float32))
+    # Warm-up: one upload's whole path (decode, resize, radiograph check, CAM, PNG), so the
+    # visitor's first upload does not pay TensorFlow's and the decoders' first-call costs.
+    blank = uploads.Upload("warm-up.png", png_bytes(np.full((size * 2, size * 2), 0.5, np.float32), size * 2))
+    uploads.upload_radiograph_check(blank)
+    png_bytes(explain(model, uploads.read_upload(blank, size, channels)).overlay)
     threshold = app.decision_threshold(path)
     note += " " + decision_note(model, threshold) + " " + referral_page_note(model)
     return AppView(model, note, notice=notice, threshold=threshold)
@@ -566,6 +570,18 @@ class ImageSource:
 
             self._read[key] = data.load_images(self.paths, size, channels)
         return self._read[key]
+
+    def image(self, index: int, size: int, channels: int) -> np.ndarray:
+        """Image ``index`` as ``float32 (size, size, channels)`` in ``[0, 1]``; only that file is
+        read when the whole set has not been read at that shape yet (:meth:`for_input`)."""
+        if (self.images is not None and self.images.shape[1:] == (size, size, channels)) or (
+                (int(size), int(channels)) in self._read):
+            return self.for_input(size, channels)[index]
+        if self.paths is None:
+            return self.for_input(size, channels)[index]  # raises: another shape, no files
+        from pneumo_lib import data
+
+        return data.load_images([self.paths[index]], size, channels)[0]
 
 
 def real_sample_source() -> ImageSource:
@@ -794,9 +810,14 @@ class Explorer(_ExplainerView):
         if index is None or self.source.value == UPLOAD:
             return None
         src = self.image_set
-        correct = decision.predicted_class(self.probabilities()[index:index + 1], self.decision_threshold())[0] == src.labels[index]
+        image = src.image(index, *_input_shape(self._model()))
+        key = (self.model.value, self._set_name)
+        # One image shown needs one prediction: the whole set's only when a filter asks (shown()).
+        p = self._probabilities[key][index:index + 1] if key in self._probabilities else probabilities(
+            self._model(), image[None])
+        correct = decision.predicted_class(p, self.decision_threshold())[0] == src.labels[index]
         detail = f"; true class {CLASSES[src.labels[index]]}, {'correct' if correct else 'wrong'}"
-        return self.show_image(src.names[index], self._inputs()[index], detail)
+        return self.show_image(src.names[index], image, detail)
 
     def _source_changed(self, change) -> None:
         from_set = change["new"] != UPLOAD

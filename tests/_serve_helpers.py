@@ -24,11 +24,16 @@ def free_port() -> int:
 
 
 @contextmanager
-def running_server(args: list[str], port: int, log_path: Path, startup_seconds: float) -> Iterator[subprocess.Popen]:
-    """``pneumo serve ARGS`` listening on 127.0.0.1:``port`` (output in ``log_path``); SIGTERM at the end."""
+def running_server(args: list[str], port: int, log_path: Path, startup_seconds: float,
+                   env: dict[str, str] | None = None) -> Iterator[subprocess.Popen]:
+    """``pneumo serve ARGS`` listening on 127.0.0.1:``port`` (output in ``log_path``); SIGTERM at the end.
+
+    ``env``: variables set (added to this process's environment) for the server only.
+    """
     log = open(log_path, "w")
     proc = subprocess.Popen([PNEUMO, "serve", *args, "--port", str(port)], stdout=log,
-                            stderr=subprocess.STDOUT, start_new_session=True)
+                            stderr=subprocess.STDOUT, start_new_session=True,
+                            env=None if env is None else {**os.environ, **env})
     deadline = time.monotonic() + startup_seconds
     try:
         while True:

@@ -1,7 +1,11 @@
 """The web app end to end: ``pneumo serve`` driven by headless Debian Chromium through Playwright.
 
-The server runs without ``--model``, so it serves the quick-profile scratch CNN from the model
-cache (training it first on a fresh checkout, as CI does). Every answer on the page is checked
+Two servers run without ``--model``. The first cannot fetch the real-data classifier (pip sees
+an empty local index and its PNEUMO_HOME holds no copy of the package), so it falls back, as an
+offline laptop does, to the quick-profile scratch CNN from the model cache (training it first on
+a fresh checkout, as CI does), with the notice that its answers on real X-rays mean nothing.
+The second serves the real-data Xception classifier (pneumonia-model-package, fetched with pip
+when it is not cached) and is given the 16 real X-rays. Every answer on the page is checked
 against the library's own answer for the same bytes, computed here in the test process, and
 against the true class of images the model classifies confidently. Upload-to-overlay times are
 printed (a benchmark, not an assertion). Needs /usr/bin/chromium (``make test`` installs it when
@@ -36,13 +40,30 @@ pytestmark = pytest.mark.skipif(
     "(`make test` installs it when run as root; or: apt-get install chromium)")
 
 
+def _offline_home(folder: Path) -> Path:
+    """A PNEUMO_HOME sharing this one's data and model cache but holding no copy of the package."""
+    from pneumo_lib import paths
+
+    home = paths.pneumo_home()
+    offline = folder / "offline-home"
+    offline.mkdir()
+    for name in ("data", "models"):
+        (home / name).mkdir(parents=True, exist_ok=True)
+        (offline / name).symlink_to(home / name)
+    return offline
+
+
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
-    """``pneumo serve --port N`` on loopback; yields its URL, the model file it serves, the process
-    and its log; stopped afterwards."""
+    """``pneumo serve --port N`` on loopback, unable to fetch the real-data classifier; yields its
+    URL, the model file it serves, the process and its log; stopped afterwards."""
     port = free_port()
-    log_path = tmp_path_factory.mktemp("serve") / "serve.log"
-    with running_server([], port, log_path, STARTUP_TIMEOUT) as proc:
+    folder = tmp_path_factory.mktemp("serve")
+    (folder / "links").mkdir()
+    offline = {"PNEUMO_HOME": str(_offline_home(folder)), "PIP_CONFIG_FILE": "/dev/null", "PIP_NO_INDEX": "1",
+               "PIP_FIND_LINKS": str(folder / "links")}
+    log_path = folder / "serve.log"
+    with running_server([], port, log_path, STARTUP_TIMEOUT, env=offline) as proc:
         served = re.search(r"^pneumo serve: model file (.+\.keras)$", log_path.read_text(), re.MULTILINE)
         yield f"http://127.0.0.1:{port}/", Path(served.group(1)), proc, log_path
 
@@ -146,9 +167,17 @@ def _upload_error(page, name: str, content: bytes) -> str:
     return error.inner_text()
 
 
-def test_page_says_which_model_answers(page):
+def test_offline_the_page_says_the_phantom_cnn_answers_and_that_its_answers_mean_nothing(page, server):
+    from pneumo_lib import app
+
+    log = server[3].read_text()
+    fallback = [line for line in log.splitlines() if line.startswith("pneumo serve: note:")]
+    assert len(fallback) == 1 and "pneumonia-model-package==0.3.0" in fallback[0], log
+    assert page.is_visible(".pneumo-model-notice")
+    assert page.inner_text(".pneumo-model-notice").strip().lstrip("\u26a0").strip() == app.PHANTOM_NOTICE
     note = page.inner_text(".pneumo-model-note")
-    assert "quick-profile scratch CNN" in note and "phantom" in note
+    assert "quick-profile scratch CNN" in note and "phantom" in note and "not on real X-rays" in note
+    assert "not a medical device" in note and re.search(r"Input: \d+ x \d+ px", note)
     assert "Decision threshold" in note
     assert "Probabilities are uncalibrated" in note or "Probabilities are calibrated by temperature scaling" in note
     assert "flagged for a radiologist's reading (referral level" in note
@@ -299,3 +328,63 @@ def test_closing_a_tab_ends_its_kernel_at_once(browser, server):
     assert not _kernel_running(server[2], kernel_id), "the closed tab's kernel is still running"
     log = server[3].read_text()
     assert "403 POST /voila/api/shutdown" not in log and "_xsrf' argument missing" not in log
+
+
+# ----------------------------------------------------------------- the real-data classifier
+
+@pytest.fixture(scope="module")
+def reference_server(tmp_path_factory):
+    """``pneumo serve`` without ``--model`` where the real-data classifier can be had (fetched with
+    pip into PNEUMO_HOME when it is not cached there); yields URL, served file, process, log."""
+    port = free_port()
+    log_path = tmp_path_factory.mktemp("serve-reference") / "serve.log"
+    with running_server([], port, log_path, STARTUP_TIMEOUT) as proc:
+        served = re.search(r"^pneumo serve: model file (.+\.keras)$", log_path.read_text(), re.MULTILINE)
+        yield f"http://127.0.0.1:{port}/", Path(served.group(1)), proc, log_path
+
+
+@pytest.fixture(scope="module")
+def reference_page(browser, reference_server):
+    page = _open(browser[1], reference_server[0])
+    yield page
+    page.close()
+
+
+def test_the_real_data_classifier_answers_real_xrays_with_prediction_and_overlay(reference_page, reference_server,
+                                                                               capsys):
+    from pneumo_lib import app, data, pretrained, training, uploads, widgets
+
+    log = reference_server[3].read_text()
+    assert "pneumo serve: note:" not in log and reference_server[1].name == app.REFERENCE_APP_FILE
+    page = reference_page
+    assert page.locator(".pneumo-model-notice").count() == 0
+    note = page.inner_text(".pneumo-model-note")
+    for words in ("trained on real Kaggle X-rays", "Input: 150 x 150 px, 3 channels", "not a medical device",
+                  pretrained.PACKAGE, "not calibrated: the model card holds no fitted temperature",
+                  "the model card holds no referral level"):
+        assert words in note, (words, note)
+    model = training.load_model(reference_server[1])
+    threshold = app.decision_threshold(reference_server[1])
+    files = sorted(data.ensure_sample().rglob("*.jpeg"))
+    images = np.stack([uploads.read_upload(uploads.Upload(f.name, f.read_bytes()), 150, 3) for f in files])
+    labels = np.array([f.parent.name == "PNEUMONIA" for f in files], int)
+    p = widgets.probabilities(model, images)
+    right = int(((p >= threshold).astype(int) == labels).sum())
+    assert right >= 12, f"the real-data classifier got {right} of the 16 real X-rays right"  # 13 measured
+    chosen = [f for f in files if f.parent.name == "NORMAL"][:2] + [f for f in files if f.parent.name == "PNEUMONIA"][:2]
+    times = {}
+    for path in chosen:
+        content = path.read_bytes()
+        text, seconds = _upload(page, path.name, content)
+        expected = widgets.explain(model, uploads.read_upload(uploads.Upload(path.name, content), 150, 3),
+                                   threshold=threshold)
+        assert text == f"{path.name}: {expected.summary(calibration=True)} (uploaded)"
+        assert page.get_attribute("img.pneumo-overlay", "alt") == f"Grad-CAM overlay: {path.name}"
+        assert page.get_attribute("a.pneumo-download", "href").startswith("data:image/png;base64,")
+        times[path.name] = seconds
+    with capsys.disabled():
+        for name, seconds in times.items():
+            print(f"\n[benchmark] upload to overlay on screen, real-data Xception (150 px): {seconds:.2f} s ({name})",
+                  end="")
+        print(f"\n[benchmark] real-data Xception: median {np.median(list(times.values())):.2f} s, "
+              f"max {max(times.values()):.2f} s over {len(times)} real X-rays; {right} of 16 right", end="")

@@ -309,9 +309,10 @@ def reference_note(card: dict[str, Any]) -> str:
     (:data:`pneumo_lib.pretrained.REFERENCE_CARD`): title, trained on, input size, preprocessing,
     credit, and :data:`NOT_A_MEDICAL_DEVICE`."""
     size = int(card["input_size"])
-    return (f"Model: {card['title']}, trained on real Kaggle X-rays: {card['trained_on']}. "
+    return (f"Model: the real-data reference classifier, trained on real Kaggle X-rays ({card['title']}; "
+            f"PyPI package {card['package']}, author {card['author']}). Training data: {card['trained_on']}. "
             f"Input: {size} x {size} px, {_channels(card.get('channels', 3))}; preprocessing: "
-            f"{card['preprocessing']}. Author: {card['author']}. {NOT_A_MEDICAL_DEVICE}")
+            f"{card['preprocessing']}. {NOT_A_MEDICAL_DEVICE}")
 
 
 def reference_app_model(*, fetch: bool = True) -> ServedModel:

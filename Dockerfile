@@ -35,7 +35,7 @@ RUN .venv/bin/python -c "from pneumo_lib.app import default_model; default_model
 # that `pneumo serve` serves by default, so the container serves it offline. If this build
 # cannot reach PyPI the step only says so, and the container serves the phantom CNN above
 # with its notice that its answers on real X-rays mean nothing.
-RUN .venv/bin/python -c "from pneumo_lib import app, pretrained; app.reference_app_model()" \
+RUN .venv/bin/python -c "from pneumo_lib import app; app.reference_app_model()" \
     || echo "note: pneumonia-model-package could not be fetched; the app will serve the phantom CNN"
 
 EXPOSE 8866

@@ -4,9 +4,12 @@ One explanation is computed by :func:`pneumo_lib.explanations.explain` (no widge
 the prediction by the project's rule (:mod:`pneumo_lib.decision`), the heatmap from
 :mod:`pneumo_lib.cam` and the overlay from :func:`pneumo_lib.cam.overlay`. Two views show it:
 
-* :class:`Explorer`, the chapter's widget: pick an image of the test split (filtered by
-  class and by correct or wrong prediction) or upload one, pick the model, the CAM
-  method, the target layer and the overlay opacity; the view updates in place.
+* :class:`Explorer`, the chapter's widget: pick an image of the test split or of another
+  source (:class:`ImageSource`, e.g. the 16 real Kaggle X-rays, :func:`real_sample_choice`),
+  filtered by class and by correct or wrong prediction, or upload one; pick the model (models
+  of different input sizes side by side, e.g. the phantom CNN and the real-data Xception
+  classifier, :func:`reference_model_choice`), the CAM method, the target layer and the
+  overlay opacity; the view updates in place.
   :meth:`Explorer.figure` draws the same view with matplotlib for the static book.
 * :class:`AppView`, the page ``pneumo serve`` shows: upload a chest X-ray, get the
   prediction, its probability, the overlay and a download of the overlay.

@@ -219,14 +219,13 @@ def test_twenty_visits_end_with_no_kernel_left_and_memory_back(small_server, cap
 def offline(tmp_path, monkeypatch, pneumo_home):
     """pip sees only an empty local folder (the package cannot be fetched), a fresh PNEUMO_HOME,
     and the phantom CNN replaced by a small untrained one (no training in this test)."""
-    from pneumo_lib import models, pretrained, training
+    from pneumo_lib import models, training
 
     links = tmp_path / "links"
     links.mkdir()
     monkeypatch.setenv("PIP_CONFIG_FILE", "/dev/null")
     monkeypatch.setenv("PIP_NO_INDEX", "1")
     monkeypatch.setenv("PIP_FIND_LINKS", str(links))
-    pretrained._verified.clear()
     small = training.save_model(models.build_model("paper_cnn", 32, channels=1, weights=None),
                                 tmp_path / "phantom.keras", {"data": {"source": "phantom"}})
     monkeypatch.setattr(app, "default_model", lambda profile="quick": (small, "Model: the phantom stand-in."))

@@ -253,6 +253,7 @@ class ServedModel:
         notice: A warning shown prominently above the upload button ("" for none), e.g.
             :data:`PHANTOM_NOTICE`.
         kind: :data:`REFERENCE`, :data:`PHANTOM` or ``"given"`` (``--model PATH``).
+        card: The served file's model card (``{}`` when not read, as for the phantom CNN).
     """
 
     path: Path

@@ -383,6 +383,10 @@ class _ExplainerView(W.VBox):
         if self._image is None:
             return None
         name, image, detail, shown_warnings = self._image
+        if self.method.value == "score_cam":  # sent to the page at once, replaced by the result
+            self.result.show_note(f"Computing Score-CAM for {name}: one forward pass of the model per feature "
+                                  "channel, which takes minutes on a CPU for a large network such as Xception "
+                                  "(2048 channels); Grad-CAM takes about a second.")
         try:
             self.current = explain(self._model(), image, method=self.method.value, layer=self._layer(),
                                    alpha=self.opacity.value, threshold=self.decision_threshold())

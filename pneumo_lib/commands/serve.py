@@ -25,9 +25,10 @@ def add_commands(subparsers: argparse._SubParsersAction) -> None:
                         "'phantom' (the quick-profile scratch CNN); default: reference if it can be had, "
                         "else phantom")
     parser.add_argument("--preprocess", default=None, metavar="NAME",
-                        help="for --model PATH: how [0, 1] images become its input: "
-                        f"{', '.join(app.PREPROCESSING)} ([-1, 1], keras xception preprocess_input), or an "
-                        "architecture name such as xception (default: the model card's 'preprocess', else unit)")
+                        help="for --model PATH: how [0, 1] images become its input: unit (unchanged), "
+                        "tf ([-1, 1], keras xception preprocess_input), caffe (VGG/ResNet), torch (DenseNet), "
+                        "or an architecture name such as xception (default: the model card's 'preprocess', "
+                        "else unit)")
     parser.add_argument("--input-size", type=int, default=None, metavar="N",
                         help="for --model PATH taking images of any size: the side in pixels "
                         "(default: the model's own, else its card's 'input_size')")

@@ -38,7 +38,13 @@ from pneumo_lib.profiles import PROFILES
 
 
 class ChapterError(RuntimeError):
-    """A chapter could not be found or failed to execute."""
+    """A chapter could not be found or failed to execute.
+
+    A chapter that failed while executing carries its :class:`ChapterRun` (time, peak
+    memory, ``error``) as ``run``.
+    """
+
+    run: "ChapterRun | None" = None
 
 
 @dataclass(frozen=True)
@@ -362,17 +368,20 @@ def run_chapter(chapter: Chapter, parameters: dict[str, Any], *, kernel_name: st
                 log_output=False,
             )
     except papermill.PapermillExecutionError as err:
+        failed_after = time.perf_counter() - start
         kept = ""
         if out_dir is not None:
             failed = target.with_suffix(".failed.ipynb")
             os.replace(tmp, failed)
             kept = f" The partial run is in {failed}."
         tmp.unlink(missing_ok=True)
-        raise ChapterError(
+        error = ChapterError(
             f"Chapter {chapter.name} failed in cell {err.cell_index} "
             f"(execution count {err.exec_count}): {err.ename}: {err.evalue}\n"
             f"The stored notebook {chapter.path} was left unchanged.{kept}"
-        ) from None
+        )
+        error.run = ChapterRun(chapter, failed_after, error=str(error), peak_mb=memory.megabytes)
+        raise error from None
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
@@ -489,8 +498,10 @@ def run_book(
         from pneumo_lib import rehearsal
 
         echo("preparing the rehearsal (data, weights) ...")
+        began = time.perf_counter()
         setup = rehearsal.prepare()
-        env, notes = setup.env, setup.notes
+        env, notes = setup.env, [*setup.notes, f"rehearsal prepared in {time.perf_counter() - began:.1f} s "
+                                 "(data and weights; reused on the next run)"]
         for line in notes:
             echo(line)
     runs = []
@@ -503,7 +514,7 @@ def run_book(
             try:
                 run = run_chapter(chapter, parameters, kernel_name=kernel_name, out_dir=out, env=env)
             except ChapterError as err:
-                run = ChapterRun(chapter, time.perf_counter() - start, error=str(err))
+                run = getattr(err, "run", None) or ChapterRun(chapter, time.perf_counter() - start, error=str(err))
                 echo(f"  FAILED: {err}")
         if run.error is None:
             claims = f", {len(run.unsupported_claims)} unsupported claim(s)" if run.output else ""

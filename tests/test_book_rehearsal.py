@@ -50,7 +50,9 @@ def _chapter(path: Path, body: str) -> None:
 def tiny_book(tmp_path):
     root = tmp_path / "bk"
     (root / "book").mkdir(parents=True)
-    (root / "_toc.yml").write_text("format: jb-book\nroot: book/01_claims\nchapters:\n  - file: book/02_env\n")
+    (root / "_toc.yml").write_text("format: jb-book\nroot: book/01_claims\nchapters:\n  - file: book/02_env\n"
+                                   "  - file: book/03_broken\n")
+    _chapter(root / "book" / "03_broken.ipynb", "print('before')\n1 / 0")
     _chapter(root / "book" / "01_claims.ipynb",
              "from pneumo_lib import prose\nprose.claim(1 > 2, 'one beats two')\n"
              "prose.claim(True, 'fine')\nprint(open('relative.txt').read())")
@@ -93,6 +95,20 @@ def test_out_leaves_the_book_byte_identical_and_counts_unsupported_claims(tiny_b
     assert _tree_hash(tiny_book / "book") == before
 
 
+def test_out_runs_every_chapter_and_reports_the_failed_ones(tiny_book, tmp_path):
+    before = _tree_hash(tiny_book / "book")
+    lines: list[str] = []
+    with pytest.raises(book.ChapterError, match=r"1 chapter\(s\) failed:\nChapter 03_broken failed in cell 2 .*ZeroDivisionError"):
+        book.run_book(["03", "01"], root=tiny_book, out=tmp_path / "out", echo=lines.append,
+                      report=tmp_path / "times.txt")
+    assert _tree_hash(tiny_book / "book") == before
+    assert (tmp_path / "out" / "03_broken.failed.ipynb").is_file()  # the partial run, to read
+    assert (tmp_path / "out" / "01_claims.ipynb").is_file()  # the next chapter still ran
+    table = (tmp_path / "times.txt").read_text().splitlines()
+    assert table[2].split()[0] == "03_broken" and table[2].split()[-1] == "FAILED"
+    assert table[3].split()[0] == "01_claims" and table[3].split()[-1] == "ok"
+
+
 def test_out_inside_the_chapters_folder_is_refused(tiny_book):
     before = _tree_hash(tiny_book / "book")
     for bad in (tiny_book / "book", tiny_book / "book" / "sub"):
@@ -104,7 +120,7 @@ def test_out_inside_the_chapters_folder_is_refused(tiny_book):
 @pytest.mark.parametrize("argv, message", [
     (["--rehearse", "--out", "X"], "--rehearse rehearses the full profile; pass --profile full (got 'quick')"),
     (["--profile", "full", "--rehearse"], "--rehearse needs --out DIR"),
-    (["--profile", "full", "--rehearse", "--out", "X", "99"], "'99' is not a chapter. Valid chapters: 01_claims, 02_env."),
+    (["--profile", "full", "--rehearse", "--out", "X", "99"], "'99' is not a chapter. Valid chapters: 01_claims, 02_env, 03_broken."),
 ])
 def test_bad_input_is_one_clear_line(tiny_book, tmp_path, capsys, argv, message):
     from pneumo_lib import cli

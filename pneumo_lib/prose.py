@@ -87,24 +87,24 @@ def strict_claims() -> bool:
     return os.environ.get(CLAIMS_ENV, "").strip().lower() == "strict"
 
 
-def claim(condition: Any, statement: str) -> bool:
+def claim(condition: Any, statement: str) -> None:
     """Check a statement the chapter's text makes against this run's outputs.
 
     Args:
         condition: The evidence, truthy when the statement holds.
         statement: The sentence as the text makes it, e.g. ``"Grad-CAM beats both baselines"``.
 
-    Returns:
-        ``bool(condition)``. When it is False and claims are not strict (a reader's run), a
-        note is displayed under the cell: the text's statement and that this run's outputs do
-        not support it (its output metadata carries ``{"pneumo": {"unsupported_claim": ...}}``).
+    Returns nothing (a cell may end with a claim and show nothing). When the statement is
+    false and claims are not strict (a reader's run), a note is displayed under the cell: the
+    text's statement and that this run's outputs do not support it (its output metadata carries
+    ``{"pneumo": {"unsupported_claim": ...}}``).
 
     Raises:
         ClaimError: ``condition`` is falsy and :func:`strict_claims` is on (building the stored
             book); the message quotes the statement.
     """
     if condition:
-        return True
+        return
     if strict_claims():
         raise ClaimError(
             f"The chapter's text says: {statement!r}, but this run's outputs do not support it. "
@@ -119,4 +119,3 @@ def claim(condition: Any, statement: str) -> bool:
                 "data); your run differs in data, profile or machine: trust the outputs above.")
     display({"text/plain": plain, "text/markdown": markdown}, raw=True,
             metadata={"pneumo": {UNSUPPORTED_KEY: statement}})
-    return False

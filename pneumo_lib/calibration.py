@@ -36,6 +36,7 @@ models cached before behave exactly as they did.
 from __future__ import annotations
 
 import math
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -46,6 +47,10 @@ from sklearn.calibration import calibration_curve
 from sklearn.metrics import brier_score_loss
 
 from pneumo_lib import decision
+
+
+class CalibrationWarning(UserWarning):
+    """A temperature was fitted but says the model's scores carry (almost) no information."""
 from pneumo_lib.evaluation import bootstrap_indices
 
 #: Default number of equal-width bins (Guo et al. use 15).
@@ -365,7 +370,12 @@ def fit_temperature(logits: Any, y_true: Any) -> float:
 
     Raises:
         ValueError: Bad logits or labels, a single class only (nothing to calibrate
-            against), or a best temperature at the edge of the searched range.
+            against), or logits that separate the classes perfectly (the best temperature
+            is at the low edge of the searched range: none is finite).
+
+    Warns:
+        CalibrationWarning: The best temperature is at the high edge (logits that carry no
+            information); the edge value is returned, which flattens probabilities to about 0.5.
     """
     z = _check_logits(logits)
     y = check_labels(y_true, z.shape[0], classes=2 if z.ndim == 1 else z.shape[1])
@@ -375,11 +385,18 @@ def fit_temperature(logits: Any, y_true: Any) -> float:
     lo, hi = np.log(TEMPERATURE_RANGE[0]), np.log(TEMPERATURE_RANGE[1])
     result = minimize_scalar(lambda t: _nll_of_logits(z / np.exp(t), y), bounds=(lo, hi), method="bounded",
                              options={"xatol": 1e-7})
-    if result.x < lo + 1e-3 or result.x > hi - 1e-3:
+    if result.x < lo + 1e-3:
         raise ValueError(
-            f"The best temperature lies at the edge of the searched range {TEMPERATURE_RANGE} "
-            f"(about {np.exp(result.x):.3g}): the validation logits separate the classes perfectly "
-            "(no finite temperature is best) or carry no information.")
+            f"The best temperature lies at the low edge of the searched range {TEMPERATURE_RANGE} "
+            f"(about {np.exp(result.x):.3g}): the validation logits separate the classes perfectly, so no "
+            "finite temperature is best. Calibrate on a larger validation split.")
+    if result.x > hi - 1e-3:
+        warnings.warn(
+            f"The best temperature lies at the high edge of the searched range {TEMPERATURE_RANGE}: the "
+            "validation logits carry no information about the labels (or point the wrong way), so scaling "
+            f"flattens every probability towards 0.5; T = {TEMPERATURE_RANGE[1]:g} is used. Train the model "
+            "longer or calibrate on a larger validation split.", CalibrationWarning, stacklevel=2)
+        return float(TEMPERATURE_RANGE[1])
     return float(np.exp(result.x))
 
 

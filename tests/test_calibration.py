@@ -157,6 +157,15 @@ def test_bad_temperature_input_is_named():
         calibration.fit_temperature([-5.0, -4.0, 4.0, 5.0], [0, 0, 1, 1])
 
 
+def test_logits_without_information_get_the_highest_temperature_and_a_warning():
+    # The logits point the wrong way on half of the images: no temperature beats flattening.
+    z, y = np.array([-2.0, 2.0, -2.0, 2.0]), np.array([0, 0, 1, 1])
+    with pytest.warns(calibration.CalibrationWarning, match="no information"):
+        T = calibration.fit_temperature(z, y)
+    assert T == calibration.TEMPERATURE_RANGE[1]
+    assert np.allclose(calibration.apply_temperature(z, T), 0.5, atol=0.02)
+
+
 def test_reliability_plot_draws_bars_and_the_diagonal():
     import matplotlib
 

@@ -41,7 +41,7 @@ book: $(STAMP)
 	@cat _build/chapter-times.txt
 	@echo "The book is at $(CURDIR)/_build/html/index.html"
 
-test: $(STAMP) browser sandbox unit notebooks rehearsal html reader
+test: $(STAMP) browser sandbox unit notebooks html reader
 
 # The web app's browser test (tests/test_app_browser.py) drives Debian's Chromium. It is
 # installed here when missing and we are root with apt-get (as in CI); otherwise the test

@@ -2,8 +2,8 @@
 #   make book   create the venv, install, prepare the local data, execute every
 #               chapter (quick profile) and build the HTML book into _build/html
 #   make test   create the venv if missing, run the unit tests, re-run every
-#               chapter against its stored outputs (nbval), rehearse the full profile
-#               on CPU (make rehearsal), build the book with -W
+#               chapter against its stored outputs (nbval), build the book with -W
+#   make rehearsal   the full profile rehearsed on CPU (not yet part of make test)
 PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin

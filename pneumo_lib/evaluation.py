@@ -247,10 +247,24 @@ def bootstrap_ci(
         both = pos.any() and (~pos).any()
         samples["roc_auc"].append(skm.roc_auc_score(ys, ps) if both else math.nan)
         samples["pr_auc"].append(skm.average_precision_score(ys, ps) if both else math.nan)
+    return percentile_intervals(samples, level)
+
+
+def percentile_intervals(samples: dict[str, Any], level: float = 0.95) -> dict[str, tuple[float, float]]:
+    """Percentile intervals of bootstrap samples, one per metric.
+
+    Args:
+        samples: ``{metric: values}``, one value per resample; NaN values (a resample where
+            the metric is undefined, e.g. an AUC with one class) are left out.
+        level: Coverage, e.g. 0.95 for the 2.5th and 97.5th percentiles.
+
+    Returns:
+        ``{metric: (low, high)}`` in the order of ``samples``; ``(nan, nan)`` when no value is defined.
+    """
     tail = (1 - level) / 2 * 100
     out = {}
-    for m in METRICS:
-        v = np.asarray(samples[m], dtype=np.float64)
+    for m, values in samples.items():
+        v = np.asarray(values, dtype=np.float64)
         v = v[~np.isnan(v)]
         out[m] = (float(np.percentile(v, tail)), float(np.percentile(v, 100 - tail))) if v.size else (math.nan, math.nan)
     return out

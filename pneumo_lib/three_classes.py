@@ -265,13 +265,7 @@ def bootstrap_ci3(y_true: Any, probabilities: Any, *, groups: Any = None, rounds
         row["bacterial_vs_viral_auc"] = _auc(ys[pn] == 2, score[idx][pn])
         for m in SCALAR_METRICS:
             samples[m].append(row[m])
-    tail = (1 - level) / 2 * 100
-    out = {}
-    for m in SCALAR_METRICS:
-        v = np.asarray(samples[m], dtype=np.float64)
-        v = v[~np.isnan(v)]
-        out[m] = (float(np.percentile(v, tail)), float(np.percentile(v, 100 - tail))) if v.size else (math.nan, math.nan)
-    return out
+    return evaluation.percentile_intervals(samples, level)
 
 
 @dataclass

@@ -208,6 +208,7 @@ def test_the_app_page_reads_the_level_from_the_model_card(tmp_path, monkeypatch)
     training._write_json_atomic(training.card_path(path), card)
     monkeypatch.setenv(app.MODEL_ENV, str(path))
     monkeypatch.setenv(app.NOTE_ENV, "Model: m.keras.")
+    monkeypatch.delenv(app.NOTICE_ENV, raising=False)
     view = widgets.app_from_environment()
     assert uncertainty.model_referral_level(view.model).level == 0.95
     page_note = html.unescape(view.children[0].value)

@@ -15,6 +15,18 @@ import pytest
 from pneumo_lib import app, cli
 
 
+@pytest.fixture(autouse=True)
+def _served_environment_is_restored(monkeypatch):
+    """``serve`` exports the chosen model to Voila's kernels through ``os.environ``; undo that
+    after every test here, so that later tests (the app page's) do not inherit a notice."""
+    for name in (app.MODEL_ENV, app.NOTE_ENV, app.NOTICE_ENV, "JUPYTER_PATH"):
+        if name in os.environ:
+            monkeypatch.setenv(name, os.environ[name])
+        else:  # delenv of an absent variable records nothing to undo, so set it first
+            monkeypatch.setenv(name, "")
+            monkeypatch.delenv(name)
+
+
 def test_help_names_the_options_and_the_loopback_default():
     parser = cli.build_parser()
     args = parser.parse_args(["serve"])

@@ -156,6 +156,7 @@ def test_app_from_environment_loads_the_served_model(tmp_path, monkeypatch):
     path = training.save_model(models.build_model("paper_cnn", 64), tmp_path / "m.keras")
     monkeypatch.setenv(app.MODEL_ENV, str(path))
     monkeypatch.setenv(app.NOTE_ENV, "Model: m.keras.")
+    monkeypatch.delenv(app.NOTICE_ENV, raising=False)
     view = widgets.app_from_environment()
     assert isinstance(view, widgets.AppView) and view.threshold == 0.5
     assert "Model: m.keras. Decision threshold: probability of pneumonia &gt;= 0.50." in view.children[0].value

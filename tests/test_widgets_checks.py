@@ -217,6 +217,7 @@ def test_the_app_loads_the_temperature_from_the_model_card(tmp_path, monkeypatch
     training._write_json_atomic(training.card_path(path), card)
     monkeypatch.setenv(app.MODEL_ENV, str(path))
     monkeypatch.setenv(app.NOTE_ENV, "Model: m.keras.")
+    monkeypatch.delenv(app.NOTICE_ENV, raising=False)
     view = widgets.app_from_environment()
     assert "calibrated probability of pneumonia &gt;= 0.67 (0.80 before calibration" in view.children[0].value
     assert "T = 2.00" in view.children[0].value

@@ -11,6 +11,10 @@ this module, so one image gets one answer everywhere:
 * the prediction is PNEUMONIA (1) when ``P(PNEUMONIA) >= threshold``, else NORMAL (0).
   For a two-unit softmax head P(PNEUMONIA) is the second unit's probability, so at 0.5
   this is the arg-max (ties go to PNEUMONIA, as they do for a sigmoid logit of 0).
+* a **three-class** model (NORMAL, bacterial, viral) has no threshold: its prediction is
+  the arg-max of its three probabilities. :func:`predicted_labels` is the one function that
+  applies whichever rule fits the probabilities' shape; :func:`model_classes` and
+  :func:`class_names` say how many classes a model has and what they are called.
 
 A model loaded through :func:`pneumo_lib.training.load_model` or
 :mod:`pneumo_lib.experiments` carries its card's threshold (:func:`attach_threshold`),
@@ -23,6 +27,9 @@ import math
 from typing import Any, Mapping
 
 import numpy as np
+
+from pneumo_lib.data import CLASSES
+from pneumo_lib.data.subtypes import THREE_CLASSES
 
 #: The threshold of a model without a validation threshold in its card.
 DEFAULT_THRESHOLD = 0.5
@@ -220,3 +227,76 @@ def calibrated_threshold(model: Any = None, threshold: Any = None, temperature: 
     cut = model_threshold(model, threshold)
     T = model_temperature(model, temperature)
     return float(1.0 / (1.0 + math.exp(-math.log(cut / (1.0 - cut)) / T)))
+
+
+# --------------------------------------------------------------------------- two or three classes
+
+#: Class names of a two-class model, in label order (:data:`pneumo_lib.data.CLASSES`).
+TWO_CLASS_NAMES: tuple[str, ...] = CLASSES
+#: Class names of a three-class model, in label order (:data:`pneumo_lib.data.subtypes.THREE_CLASSES`).
+THREE_CLASS_NAMES: tuple[str, ...] = THREE_CLASSES
+
+
+def check_class_count(n_classes: Any) -> int:
+    """``n_classes`` as an int, 2 (NORMAL, PNEUMONIA) or 3 (NORMAL, bacterial, viral).
+
+    Raises:
+        ValueError: Any other value (named).
+    """
+    if isinstance(n_classes, bool) or not isinstance(n_classes, (int, np.integer)) or n_classes not in (2, 3):
+        raise ValueError(f"Expected 2 classes (NORMAL, PNEUMONIA) or 3 (NORMAL, bacterial, viral), got {n_classes!r}.")
+    return int(n_classes)
+
+
+def class_names(n_classes: Any) -> tuple[str, ...]:
+    """The class names of a model with ``n_classes`` classes, in label order:
+    :data:`TWO_CLASS_NAMES` for 2, :data:`THREE_CLASS_NAMES` for 3.
+
+    Raises:
+        ValueError: ``n_classes`` is not 2 or 3 (:func:`check_class_count`).
+    """
+    return TWO_CLASS_NAMES if check_class_count(n_classes) == 2 else THREE_CLASS_NAMES
+
+
+def model_classes(model: Any) -> int:
+    """How many classes ``model`` predicts: 2 for one sigmoid unit or two softmax units, 3 for three.
+
+    Args:
+        model: A Keras classifier whose output is ``(N, units)``.
+
+    Raises:
+        ValueError: Another output shape (e.g. 4 units), naming the model and its output shape.
+    """
+    shape = tuple(getattr(model, "output_shape", ()) or ())
+    units = shape[-1] if len(shape) == 2 else None
+    if units not in (1, 2, 3):
+        raise ValueError(
+            f"Model {getattr(model, 'name', '?')!r} has output shape {shape}; expected (N, 1) = P(PNEUMONIA), "
+            "(N, 2) = (NORMAL, PNEUMONIA) or (N, 3) = (NORMAL, bacterial, viral).")
+    return 2 if units == 1 else int(units)
+
+
+def predicted_labels(probabilities: Any, threshold: Any = None) -> np.ndarray:
+    """The predicted class of each image, for two- or three-class probabilities: the one place
+    that says which rule applies.
+
+    * Two classes (``(N,)``/``(N, 1)`` sigmoid outputs or ``(N, 2)``): :func:`predicted_class`,
+      1 (PNEUMONIA) where ``P(PNEUMONIA) >= threshold`` (``None``: :data:`DEFAULT_THRESHOLD`).
+    * Three or more classes (``(N, K)``, ``K >= 3``, e.g. NORMAL, bacterial, viral): the arg-max
+      of each row (ties go to the lower label). Such a model has no threshold: ``threshold``
+      is not used (the callers pass the model's, which is a two-class notion).
+
+    Args:
+        probabilities: Values in [0, 1], shapes as above.
+        threshold: For two classes, in (0, 1); ``None`` for :data:`DEFAULT_THRESHOLD`.
+
+    Returns:
+        ``int64 (N,)`` labels, in ``0..K-1``.
+
+    Raises:
+        ValueError: Another shape (named), or a bad two-class threshold.
+    """
+    p = np.asarray(probabilities, dtype=np.float64)
+    if p.ndim == 2 and p.shape[1] >= 3:
+        return p.argmax(axis=1).astype(np.int64)
+    return predicted_class(p, DEFAULT_THRESHOLD if threshold is None else threshold)

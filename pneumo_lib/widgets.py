@@ -35,6 +35,17 @@ noise, a colour photograph) gets a warning box above its result, "This does not 
 chest X-ray", with the reasons, and its result line is dimmed; a multi-frame DICOM gets the
 :class:`pneumo_lib.data.FramesWarning` (only the first frame is used) in the same box.
 
+Three-class models (NORMAL, bacterial, viral; :mod:`pneumo_lib.three_classes`) go through the
+same views: the result line gives the predicted class (the arg-max, no threshold), its
+probability and all three ("bacterial (P = 0.64; NORMAL 0.35, bacterial 0.64, viral 0.01; ...)"),
+the overlay explains the predicted class, and the page says that temperature scaling and the
+referral flag, two-class notions, do not apply (:func:`decision_note`, :func:`referral_page_note`).
+The explorer takes a three-class model among its models (:func:`three_class_model_choice`) and
+image sets with three-class labels (``classes=THREE_CLASSES``, :func:`three_class_test_source`);
+its "True class" filter lists the image set's classes, and a prediction is "correct" when it is
+the true class (a two-class answer against three-class labels, or the reverse, is compared as
+NORMAL versus pneumonia).
+
 Both show results through :class:`ResultPane`, whose HTML carries stable CSS classes
 (``pneumo-result``, ``pneumo-overlay``, ``pneumo-download``, ``pneumo-error``,
 ``pneumo-warning``, ``pneumo-refer``, ``pneumo-certainty``) that the browser test looks for. Uploads go through :mod:`pneumo_lib.uploads`. The pure
@@ -56,6 +67,7 @@ import numpy as np
 
 from pneumo_lib import decision, uncertainty, uploads
 from pneumo_lib.data import CLASSES
+from pneumo_lib.data.subtypes import THREE_CLASSES
 from pneumo_lib.explanations import (DISPLAY_SIZE, METHODS, Explanation, data_uri, explain, explanation_figure,
                                      layer_options, png_bytes, probabilities)
 
@@ -64,7 +76,9 @@ __all__ = [
     "explanation_figure", "ResultPane", "AppView", "Explorer", "app_from_environment", "decision_note",
     "upload_warnings", "NOT_XRAY_WARNING", "upload_size_guard", "upload_size_guard_html", "REFERRAL_FLAG",
     "referral_page_note", "ImageSource", "real_sample_source", "real_sample_choice", "reference_model_choice", "TEST_SPLIT", "UPLOAD",
-    "REAL_SAMPLE", "REFERENCE_CHOICE",
+    "REAL_SAMPLE", "REFERENCE_CHOICE", "three_class_model_choice", "three_class_test_source", "THREE_CLASS_CHOICE",
+    "THREE_CLASS_SOURCE", "THREE_CLASSES", "THREE_CLASS_DECISION_NOTE", "THREE_CLASS_REFERRAL_PAGE_NOTE",
+    "check_class_names",
 ]
 
 #: Widget style: labels as wide as their text (not cut to "CAM met...").
@@ -154,7 +168,7 @@ class ResultPane(W.VBox):
             f'<figure style="margin:0"><img class="pneumo-input" alt="model input: {safe}" '
             f'src="{data_uri(png_bytes(explanation.image))}"><figcaption>model input</figcaption></figure>'
             f'<figure style="margin:0"><img class="pneumo-overlay" alt="{method} overlay: {safe}" '
-            f'src="{overlay}"><figcaption>{method}, explaining {explanation.label}</figcaption></figure>'
+            f'src="{overlay}"><figcaption>{method}, explaining {explanation.explained_label}</figcaption></figure>'
             "</div>"
             f'<a class="pneumo-download" download="{html.escape(download)}" href="{overlay}">'
             "Download the overlay (PNG)</a>")
@@ -325,9 +339,12 @@ class _ExplainerView(W.VBox):
     def _layer(self) -> str | None:
         return None
 
-    def decision_threshold(self) -> float:
+    def decision_threshold(self) -> float | None:
         """The threshold the view decides with: the one given, else the current model's
-        (:func:`pneumo_lib.decision.model_threshold`: its card's, else 0.5)."""
+        (:func:`pneumo_lib.decision.model_threshold`: its card's, else 0.5); ``None`` for a
+        three-class model (it predicts the arg-max)."""
+        if decision.model_classes(self._model()) == 3:
+            return None
         return decision.model_threshold(self._model(), self.threshold)
 
     def show_image(self, name: str, image: np.ndarray, detail: str = "",
@@ -416,12 +433,19 @@ class AppView(_ExplainerView):
             e.g. :data:`pneumo_lib.app.PHANTOM_NOTICE`); ``""``: none.
         threshold: Probability at or above which the answer is PNEUMONIA; None: the model's
             (its card's validation threshold when loaded by :func:`pneumo_lib.training.load_model`,
-            else 0.5).
+            else 0.5). A three-class model (NORMAL, bacterial, viral) has none: its answer is
+            the most probable class.
         alpha: Initial overlay opacity.
+
+    Raises:
+        ValueError: A model whose output is not 1, 2 or 3 units, or a threshold for a three-class model.
     """
 
     def __init__(self, model, note: str = "", *, notice: str = "", threshold: float | None = None,
                  alpha: float = 0.4) -> None:
+        if decision.model_classes(model) == 3 and threshold is not None:
+            raise ValueError(f"threshold={threshold!r} does not apply to a three-class model (NORMAL, bacterial, "
+                             "viral): its answer is the arg-max of its probabilities.")
         self.model = model
         self.upload = _upload_button()
         self.method = _method_picker()
@@ -463,9 +487,20 @@ def app_from_environment() -> AppView:
     blank = uploads.Upload("warm-up.png", png_bytes(np.full((size * 2, size * 2), 0.5, np.float32), size * 2))
     uploads.upload_radiograph_check(blank)
     png_bytes(explain(model, uploads.read_upload(blank, size, channels)).overlay)
-    threshold = app.decision_threshold(path)
+    threshold = app.decision_threshold(path) if decision.model_classes(model) == 2 else None
     note += " " + decision_note(model, threshold) + " " + referral_page_note(model)
     return AppView(model, note, notice=notice, threshold=threshold)
+
+
+#: The page's decision sentences for a three-class model (:func:`decision_note`).
+THREE_CLASS_DECISION_NOTE = (
+    "Three classes (NORMAL, bacterial, viral): the answer is the class with the highest of the three "
+    "probabilities, shown with all three; there is no decision threshold. Probabilities are uncalibrated: "
+    "temperature scaling is a two-class notion here, so no temperature applies.")
+#: The page's referral sentence for a three-class model (:func:`referral_page_note`).
+THREE_CLASS_REFERRAL_PAGE_NOTE = (
+    "No image is flagged for a radiologist's reading: the referral level (entropy at the decision "
+    "threshold) is a two-class notion and does not apply to a three-class model.")
 
 
 def decision_note(model, threshold: float | None = None) -> str:
@@ -481,7 +516,18 @@ def decision_note(model, threshold: float | None = None) -> str:
         Probabilities are uncalibrated (not calibrated: the model card holds no fitted temperature)."``. With
         one, the threshold on the calibrated scale (the same decisions,
         :func:`pneumo_lib.decision.calibrated_threshold`), the card's threshold and ``T``.
+        A three-class model: :data:`THREE_CLASS_DECISION_NOTE` (the arg-max; no threshold, no
+        temperature).
+
+    Raises:
+        ValueError: A threshold given for a three-class model, or a model whose output is not
+            1, 2 or 3 units.
     """
+    if decision.model_classes(model) == 3:
+        if threshold is not None:
+            raise ValueError(f"threshold={threshold!r} does not apply to a three-class model: it predicts the "
+                             "arg-max of its probabilities.")
+        return THREE_CLASS_DECISION_NOTE
     cut = decision.model_threshold(model, threshold)
     T = decision.model_temperature(model)
     if T == decision.DEFAULT_TEMPERATURE:
@@ -499,9 +545,13 @@ def referral_page_note(model) -> str:
     for a radiologist's reading (referral level 0.81 bits: the default ...); the class is shown
     either way."``
 
+    A three-class model: :data:`THREE_CLASS_REFERRAL_PAGE_NOTE` (no referral level applies).
+
     Args:
         model: The served model (its referral level: :func:`pneumo_lib.uncertainty.model_referral_level`).
     """
+    if decision.model_classes(model) == 3:
+        return THREE_CLASS_REFERRAL_PAGE_NOTE
     level = uncertainty.model_referral_level(model)
     return (f"Images whose uncertainty (entropy at the decision threshold) is above {level.level:.2f} bits are "
             f"flagged for a radiologist's reading ({level.note()}); the class is shown either way.")
@@ -515,25 +565,70 @@ UPLOAD = "Upload"
 REAL_SAMPLE = "16 real Kaggle X-rays"
 #: The display name :func:`reference_model_choice` gives the real-data classifier.
 REFERENCE_CHOICE = "real-data Xception (reference)"
+#: The display name :func:`three_class_model_choice` gives the three-class CNN.
+THREE_CLASS_CHOICE = "three-class CNN (NORMAL, bacterial, viral)"
+#: The source name :func:`three_class_test_source` is meant to be shown under.
+THREE_CLASS_SOURCE = "Test split, three classes"
+
+
+def check_class_names(classes) -> tuple[str, ...]:
+    """``classes`` as a tuple of label names: :data:`pneumo_lib.data.CLASSES` (NORMAL, PNEUMONIA)
+    or :data:`THREE_CLASSES` (NORMAL, bacterial, viral); ``None`` means the two classes.
+
+    Raises:
+        ValueError: Anything else (named).
+    """
+    if classes is None:
+        return CLASSES
+    names = tuple(str(c) for c in classes) if not isinstance(classes, str) else (classes,)
+    if names not in (CLASSES, THREE_CLASSES):
+        raise ValueError(f"classes must be {CLASSES} or {THREE_CLASSES} (label order), got {classes!r}.")
+    return names
+
+
+def _check_labels(labels: np.ndarray, classes: tuple[str, ...], what: str) -> None:
+    bad = sorted(set(labels.tolist()) - set(range(len(classes))))
+    if bad:
+        hint = (" Three-class labels (0 NORMAL, 1 bacterial, 2 viral) need classes=THREE_CLASSES."
+                if classes == CLASSES and set(bad) <= {2} else "")
+        raise ValueError(f"{what}: labels must be in 0..{len(classes) - 1} ({', '.join(classes)}); "
+                         f"found {bad[:6]}.{hint}")
+
+
+def _correct(predicted: np.ndarray, n_predicted: int, labels: np.ndarray, n_labels: int) -> np.ndarray:
+    """Which predictions are right: label for label when the model's classes are the labels';
+    otherwise (two-class model, three-class labels or the reverse) as NORMAL versus pneumonia."""
+    predicted, labels = np.asarray(predicted), np.asarray(labels)
+    if n_predicted == n_labels:
+        return predicted == labels
+    return (predicted > 0) == (labels > 0)
 
 
 class ImageSource:
     """Labelled images the explorer can show: an array, image files, or both.
 
     Args:
-        labels: True labels ``(N,)``, 0 = NORMAL, 1 = PNEUMONIA.
+        labels: True labels ``(N,)``, 0 = NORMAL, 1 = PNEUMONIA (or, with three ``classes``,
+            0 = NORMAL, 1 = bacterial, 2 = viral).
         names: File names shown, default ``"image <i>"``.
         images: ``float32 (N, S, S, C)`` in ``[0, 1]``, used for models taking ``(S, S, C)``.
         paths: The image files (JPEG, PNG, DICOM), read as the pipeline reads them
             (:func:`pneumo_lib.data.load_images`) at the input size of any other model.
+        classes: The labels' names (:func:`check_class_names`): ``None`` or
+            :data:`pneumo_lib.data.CLASSES` (two classes), or :data:`THREE_CLASSES`.
 
     Raises:
-        ValueError: Neither images nor paths, or lengths that differ.
+        ValueError: Neither images nor paths, lengths that differ, unknown ``classes`` or
+            labels outside them.
     """
 
     def __init__(self, labels: Sequence[int], names: Sequence[str] | None = None, *,
-                 images: np.ndarray | None = None, paths: Sequence[str | os.PathLike] | None = None) -> None:
+                 images: np.ndarray | None = None, paths: Sequence[str | os.PathLike] | None = None,
+                 classes: Sequence[str] | None = None) -> None:
         self.labels = np.asarray(labels).astype(int).reshape(-1)
+        #: The label names, in label order.
+        self.classes: tuple[str, ...] = check_class_names(classes)
+        _check_labels(self.labels, self.classes, "An image source")
         self.images = None if images is None else np.asarray(images, dtype=np.float32)
         self.paths = None if paths is None else [os.fspath(p) for p in paths]
         self.names = [str(n) for n in names] if names is not None else (
@@ -635,6 +730,40 @@ def reference_model_choice(*, fetch: bool = True) -> dict[str, object]:
         return {}
 
 
+def three_class_model_choice(profile="quick", name: str = "paper_cnn") -> dict[str, object]:
+    """``{THREE_CLASS_CHOICE: model}``: the profile's three-class CNN (softmax over NORMAL, bacterial,
+    viral; :func:`pneumo_lib.three_classes.cached_training`, trained once and then loaded from the
+    model cache), ready to add to an explorer's models beside the two-class ones.
+
+    Args:
+        profile: A profile name or :class:`pneumo_lib.profiles.Profile` (the chapters' ``profile``).
+        name: The architecture (:data:`pneumo_lib.models.MODEL_NAMES`); the quick profile trains
+            ``"paper_cnn"`` in about a minute.
+
+    Returns:
+        One entry; the model takes ``[0, 1]`` images ``(N, S, S, C)`` at the profile's image size
+        and outputs ``(N, 3)`` probabilities.
+    """
+    from pneumo_lib import three_classes
+
+    return {THREE_CLASS_CHOICE: three_classes.cached_training(name, profile).model}
+
+
+def three_class_test_source(profile="quick") -> ImageSource:
+    """The test split of the profile's three-class split (:func:`pneumo_lib.data.subtypes.three_class_split`
+    of ``data.ensure_dataset(profile)`` with the profile's seed, as the three-class models are
+    evaluated) as an explorer source: true labels 0 = NORMAL, 1 = bacterial, 2 = viral,
+    read from its files at each model's input size. Offer it under :data:`THREE_CLASS_SOURCE`.
+    """
+    from pneumo_lib import data
+    from pneumo_lib.data.subtypes import three_class_split
+    from pneumo_lib.profiles import Profile, get_profile
+
+    P = profile if isinstance(profile, Profile) else get_profile(profile)
+    split = three_class_split(data.ensure_dataset(P), seed=P.seed)
+    return ImageSource(split.labels("test"), paths=split.paths("test"), classes=THREE_CLASSES)
+
+
 class Explorer(_ExplainerView):
     """The chapter's explorer: test-split images, other image sources or uploads; models, CAM methods,
     layers, opacity.
@@ -644,33 +773,45 @@ class Explorer(_ExplainerView):
             ``[0, 1]`` images; a model whose input is not the images' ``(S, S, C)`` needs the
             test split's files (``paths``) so they can be read at its input size.
         images: The test split, ``float32 (N, S, S, C)`` in ``[0, 1]``.
-        labels: Their true labels ``(N,)``, 0 = NORMAL, 1 = PNEUMONIA.
+        labels: Their true labels ``(N,)``, 0 = NORMAL, 1 = PNEUMONIA (with ``classes=THREE_CLASSES``:
+            0 = NORMAL, 1 = bacterial, 2 = viral, e.g. ``three_class_split(...).labels("test")``).
         names: Their file names (shown), default ``"test image <i>"``.
         threshold: Probability at or above which the prediction is PNEUMONIA: one for every model,
             or a mapping from model name to threshold; None (or a model left out of the mapping):
-            each model's own (:func:`pneumo_lib.decision.model_threshold`).
+            each model's own (:func:`pneumo_lib.decision.model_threshold`). Three-class models
+            have none (they predict the arg-max): a single threshold applies to the two-class
+            models only, and a mapping may not name a three-class model.
         alpha: Initial overlay opacity.
         paths: The test split's files (optional), for models of another input size.
         sources: More image sets by display name (:class:`ImageSource`, e.g.
-            ``{REAL_SAMPLE: real_sample_source()}``), offered beside :data:`TEST_SPLIT` and
-            :data:`UPLOAD` in :attr:`source`.
+            ``{REAL_SAMPLE: real_sample_source()}`` or ``{THREE_CLASS_SOURCE: three_class_test_source()}``),
+            offered beside :data:`TEST_SPLIT` and :data:`UPLOAD` in :attr:`source`.
+        classes: The names of ``labels`` (:func:`check_class_names`): ``None`` (NORMAL, PNEUMONIA)
+            or :data:`THREE_CLASSES`.
+
+    Models may be two-class (one sigmoid unit or two softmax units) or three-class (NORMAL,
+    bacterial, viral, e.g. :func:`three_class_model_choice`).
 
     Raises:
         ValueError: No model, images and labels of different lengths, a model whose input
-            shape is not the images' ``(S, S, C)`` when there are no files to read, or a
-            source name that is taken.
+            shape is not the images' ``(S, S, C)`` when there are no files to read, a model
+            whose output is not 1, 2 or 3 units, labels outside ``classes``, a threshold
+            mapping naming a three-class model, or a source name that is taken.
     """
 
     def __init__(self, models, images: np.ndarray, labels: Sequence[int], names: Sequence[str] | None = None,
                  *, threshold: float | Mapping[str, float] | None = None, alpha: float = 0.4,
                  paths: Sequence[str | os.PathLike] | None = None,
-                 sources: Mapping[str, ImageSource] | None = None) -> None:
+                 sources: Mapping[str, ImageSource] | None = None,
+                 classes: Sequence[str] | None = None) -> None:
         self.models: dict[str, object] = dict(models) if isinstance(models, Mapping) else {"model": models}
         self.images = np.asarray(images, dtype=np.float32)
         self.labels = np.asarray(labels).astype(int).reshape(-1)
         self.names = [str(n) for n in names] if names is not None else [
             f"test image {i}" for i in range(len(self.images))]
+        self.classes: tuple[str, ...] = check_class_names(classes)
         self._check(paths)
+        _check_labels(self.labels, self.classes, "Explorer")
         extra = dict(sources or {})
         for name, src in extra.items():
             if name in (TEST_SPLIT, UPLOAD) or not isinstance(src, ImageSource):
@@ -682,18 +823,23 @@ class Explorer(_ExplainerView):
                                      f"images of source {name!r} are {src.images.shape[1:]} and it has no files.")
         #: The image sets by name, the test split first.
         self.sources: dict[str, ImageSource] = {
-            TEST_SPLIT: ImageSource(self.labels, self.names, images=self.images, paths=paths), **extra}
+            TEST_SPLIT: ImageSource(self.labels, self.names, images=self.images, paths=paths, classes=self.classes),
+            **extra}
         self._thresholds = {k: decision.check_threshold(v) for k, v in threshold.items()} if isinstance(
             threshold, Mapping) else {}
         unknown = set(self._thresholds) - set(self.models)
         if unknown:
             raise ValueError(f"Thresholds given for unknown models {sorted(unknown)}; the models are {list(self.models)}.")
+        three = sorted(k for k in self._thresholds if decision.model_classes(self.models[k]) == 3)
+        if three:
+            raise ValueError(f"Thresholds given for three-class models {three}: a three-class model (NORMAL, "
+                             "bacterial, viral) has no threshold, it predicts the arg-max of its probabilities.")
         self._probabilities: dict[tuple[str, str], np.ndarray] = {}
         self._set_name = TEST_SPLIT
         self._last_upload: uploads.Upload | None = None
         self.source = W.ToggleButtons(options=[*self.sources, UPLOAD], description="Image from",
                                       style=_STYLE)
-        self.true_class = W.Dropdown(options=[("any", None), ("NORMAL", 0), ("PNEUMONIA", 1)],
+        self.true_class = W.Dropdown(options=self._class_options(self.classes),
                                      description="True class", style=_STYLE)
         self.outcome = W.Dropdown(options=[("any", None), ("correct", True), ("wrong", False)],
                                   description="Prediction", style=_STYLE)
@@ -729,6 +875,7 @@ class Explorer(_ExplainerView):
         if paths is not None and len(paths) != len(self.labels):
             raise ValueError(f"Explorer got {len(paths)} paths for {len(self.labels)} test images.")
         for name, model in self.models.items():
+            decision.model_classes(model)  # a 4-unit model is named here, not on the first prediction
             shape = tuple(model.input_shape[1:])
             if len(shape) != 3 or shape[0] != shape[1] or shape[0] is None:
                 raise ValueError(f"Model {name!r} takes inputs {shape}; the explorer needs square images (S, S, C).")
@@ -744,9 +891,16 @@ class Explorer(_ExplainerView):
     def _layer(self) -> str | None:
         return self.layer.value or None
 
-    def decision_threshold(self) -> float:
+    @staticmethod
+    def _class_options(classes: tuple[str, ...]) -> list:
+        return [("any", None), *((name, k) for k, name in enumerate(classes))]
+
+    def decision_threshold(self) -> float | None:
         """The threshold the view decides with for the current model: the one given (for all
-        models, or for this one by name), else the model's (:func:`pneumo_lib.decision.model_threshold`)."""
+        models, or for this one by name), else the model's (:func:`pneumo_lib.decision.model_threshold`);
+        ``None`` for a three-class model (it predicts the arg-max)."""
+        if decision.model_classes(self._model()) == 3:
+            return None
         given = self._thresholds.get(self.model.value, self.threshold)
         return decision.model_threshold(self._model(), given)
 
@@ -760,20 +914,32 @@ class Explorer(_ExplainerView):
 
     def probabilities(self) -> np.ndarray:
         """P(PNEUMONIA) of the selected model for every image of the current set (:attr:`image_set`,
-        the test split unless another source is selected), ``(N,)`` in ``[0, 1]`` (cached)."""
+        the test split unless another source is selected), ``(N,)`` in ``[0, 1]`` (cached); for a
+        three-class model its three probabilities, ``(N, 3)`` (P(NORMAL), P(bacterial), P(viral)).
+        """
         key = (self.model.value, self._set_name)
         if key not in self._probabilities:
             self._probabilities[key] = probabilities(self._model(), self._inputs())
         return self._probabilities[key]
 
+    def predicted(self) -> np.ndarray:
+        """The selected model's predicted label for every image of the current set, ``int64 (N,)``
+        (:func:`pneumo_lib.decision.predicted_labels`: its threshold for two classes, the arg-max for three)."""
+        return decision.predicted_labels(self.probabilities(), self.decision_threshold())
+
     def shown(self) -> list[int]:
-        """Indices of the current set's images that pass the class and outcome filters."""
-        labels = self.image_set.labels
+        """Indices of the current set's images that pass the class and outcome filters.
+
+        A prediction is correct when it is the true class; when the model's classes are not the
+        image set's (two against three), when both agree on NORMAL versus pneumonia.
+        """
+        src = self.image_set
+        labels = src.labels
         keep = np.ones(len(labels), bool)
         if self.true_class.value is not None:
             keep &= labels == self.true_class.value
         if self.outcome.value is not None:
-            correct = decision.predicted_class(self.probabilities(), self.decision_threshold()) == labels
+            correct = _correct(self.predicted(), decision.model_classes(self._model()), labels, len(src.classes))
             keep &= correct == self.outcome.value
         return [int(i) for i in np.flatnonzero(keep)]
 
@@ -802,7 +968,7 @@ class Explorer(_ExplainerView):
         src = self.image_set
         keep = self.picker.value if self.picker.value in indices else (indices[0] if indices else None)
         self.picker.unobserve(self._picked, names="value")
-        self.picker.options = [(f"{src.names[i]} (true: {CLASSES[src.labels[i]]})", i) for i in indices]
+        self.picker.options = [(f"{src.names[i]} (true: {src.classes[src.labels[i]]})", i) for i in indices]
         self.picker.value = keep
         self.picker.observe(self._picked, names="value")
         if indices:
@@ -822,8 +988,10 @@ class Explorer(_ExplainerView):
         # One image shown needs one prediction: the whole set's only when a filter asks (shown()).
         p = self._probabilities[key][index:index + 1] if key in self._probabilities else probabilities(
             self._model(), image[None])
-        correct = decision.predicted_class(p, self.decision_threshold())[0] == src.labels[index]
-        detail = f"; true class {CLASSES[src.labels[index]]}, {'correct' if correct else 'wrong'}"
+        predicted = decision.predicted_labels(p, self.decision_threshold())
+        correct = _correct(predicted, decision.model_classes(self._model()), src.labels[index:index + 1],
+                           len(src.classes))[0]
+        detail = f"; true class {src.classes[src.labels[index]]}, {'correct' if correct else 'wrong'}"
         return self.show_image(src.names[index], image, detail)
 
     def _source_changed(self, change) -> None:
@@ -832,6 +1000,12 @@ class Explorer(_ExplainerView):
         self.upload.layout.display = "none" if from_set else None
         if from_set:
             self._set_name = change["new"]
+            options = self._class_options(self.image_set.classes)
+            if list(self.true_class.options) != options:  # another set of classes: its own names
+                self.true_class.unobserve(self._refilter, names="value")
+                self.true_class.options = options
+                self.true_class.value = None
+                self.true_class.observe(self._refilter, names="value")
             self.picker.unobserve(self._picked, names="value")
             self.picker.value = None
             self.picker.observe(self._picked, names="value")

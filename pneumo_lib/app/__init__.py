@@ -64,6 +64,8 @@ NOTICE_ENV = "PNEUMO_APP_MODEL_NOTICE"
 REFERENCE, PHANTOM = "reference", "phantom"
 #: The sentence every page ends its model description with.
 NOT_A_MEDICAL_DEVICE = "It is a teaching and research model, not a medical device: its answers are not a diagnosis."
+#: The sentence a three-class model's page description adds (``--model PATH`` with ``classes: 3``).
+THREE_CLASS_SENTENCE = "Classes: NORMAL, bacterial and viral pneumonia (a three-class model)."
 #: The notice the page shows prominently when the phantom-trained CNN answers.
 PHANTOM_NOTICE = (
     "This model was trained only on generated (phantom) images, never on real X-rays: its answers "
@@ -394,13 +396,18 @@ def given_model(path: str | os.PathLike[str], *, preprocess: str | None = None,
     ``input_size``. When nothing needs adding the file is served as it is; otherwise the model
     is wrapped (``image [0, 1] -> preprocessing -> the model``) and saved with a copy of its card
     (threshold, temperature, referral level) in ``folder`` (default: a new temporary folder).
-    The model must output P(PNEUMONIA) ``(N, 1)`` or the two classes ``(N, 2)``, index 1 = PNEUMONIA.
+    The model must output P(PNEUMONIA) ``(N, 1)`` or the two classes ``(N, 2)``, index 1 = PNEUMONIA,
+    or, with a card saying ``"classes": 3`` (what :mod:`pneumo_lib.three_classes` writes), the
+    three classes ``(N, 3)``: NORMAL, bacterial, viral. The page then shows the most probable
+    class with all three probabilities, and says that no threshold, temperature or referral
+    level applies.
 
     Raises:
         FileNotFoundError: No such file.
         ValueError: Not a ``.keras`` file, unknown ``preprocess``, an ``input_size`` that
-            contradicts the model's, no input size known for a model of any size, or a model
-            whose input or output is not an image classifier's.
+            contradicts the model's, no input size known for a model of any size, a model
+            whose input or output is not an image classifier's, or a three-output model whose
+            card does not say ``"classes": 3`` (or a card whose ``classes`` contradicts the output).
         pneumo_lib.training.ModelFileError: Corrupted, truncated or unsafe file.
     """
     from pneumo_lib import training
@@ -413,9 +420,20 @@ def given_model(path: str | os.PathLike[str], *, preprocess: str | None = None,
     if len(shape) != 4 or shape[-1] not in (1, 3):
         raise ValueError(f"--model {model_path.name}: expected a model taking images (N, S, S, 1 or 3), "
                          f"but its input is {shape}.")
-    if len(model.output_shape) != 2 or model.output_shape[-1] not in (1, 2):
-        raise ValueError(f"--model {model_path.name}: expected an output (N, 1) = P(PNEUMONIA) or (N, 2) = "
-                         f"(NORMAL, PNEUMONIA), but it is {model.output_shape}.")
+    if len(model.output_shape) != 2 or model.output_shape[-1] not in (1, 2, 3):
+        raise ValueError(f"--model {model_path.name}: expected an output (N, 1) = P(PNEUMONIA), (N, 2) = "
+                         f"(NORMAL, PNEUMONIA) or (N, 3) = (NORMAL, bacterial, viral), but it is {model.output_shape}.")
+    units = int(model.output_shape[-1])
+    stated = card.get("classes")  # a count (pneumo_lib's cards) or the list of names (the reference card's)
+    count = len(stated) if isinstance(stated, (list, tuple)) else stated
+    if units == 3 and count != 3:
+        raise ValueError(f"--model {model_path.name}: its output is (N, 3), but its model card "
+                         f"{'says classes ' + repr(stated) if stated is not None else 'does not say classes: 3'}; "
+                         "a three-class model is served with a card saying \"classes\": 3 (label order NORMAL, "
+                         "bacterial, viral), as pneumo_lib.three_classes writes it.")
+    if count is not None and count != (3 if units == 3 else 2):
+        raise ValueError(f"--model {model_path.name}: its model card says classes {stated!r}, but its output "
+                         f"is {model.output_shape}.")
     kind = preprocess_name(preprocess if preprocess is not None else card.get("preprocess", "unit"))
     own = shape[1] if shape[1] is not None and shape[1] == shape[2] else None
     if shape[1] is not None and shape[1] != shape[2]:
@@ -434,7 +452,8 @@ def given_model(path: str | os.PathLike[str], *, preprocess: str | None = None,
     how = PREPROCESSING[kind]
     note = (f"Model: {model_path.name}, given with --model. Trained on: "
             f"{card.get('trained_on') or card.get('data', {}).get('source') or 'not stated in its model card'}. "
-            f"Input: {size} x {size} px, {_channels(channels)}; preprocessing: {how}. {NOT_A_MEDICAL_DEVICE}")
+            f"Input: {size} x {size} px, {_channels(channels)}; preprocessing: {how}. "
+            f"{THREE_CLASS_SENTENCE + ' ' if units == 3 else ''}{NOT_A_MEDICAL_DEVICE}")
     if kind == "unit" and own is not None:
         return ServedModel(model_path, note, "", "given", card)
     inputs = keras.Input((size, size, channels), name="image")

@@ -60,11 +60,9 @@ def rule_classes(probabilities, threshold) -> tf.Tensor:
 
 
 def predicted_classes(probabilities: np.ndarray, threshold: float) -> np.ndarray:
-    """:func:`rule_classes` in NumPy: :func:`pneumo_lib.decision.predicted_class` for two classes,
-    the arg-max for more. Returns ``int64 (N,)``."""
-    if probabilities.shape[1] == 2:
-        return decision.predicted_class(probabilities, threshold)
-    return probabilities.argmax(axis=1).astype(np.int64)
+    """:func:`rule_classes` in NumPy: :func:`pneumo_lib.decision.predicted_labels` (the threshold
+    rule for two classes, the arg-max for more). Returns ``int64 (N,)``."""
+    return decision.predicted_labels(probabilities, threshold)
 
 
 # --------------------------------------------------------------------------- normalisation

@@ -299,3 +299,27 @@ def test_a_card_listing_the_two_class_names_still_serves_a_two_class_model(tmp_p
     wrong = training.save_model(models.build_model("paper_cnn", 64), tmp_path / "wrong.keras", {"classes": 3})
     with pytest.raises(ValueError, match=r"wrong\.keras: its model card says classes 3, but its output is \(None, 1\)"):
         app.given_model(wrong, folder=tmp_path / "served")
+
+
+def test_pneumo_explain_writes_the_three_probabilities_and_the_arg_max(tmp_path, capsys):
+    import json
+
+    from pneumo_lib import cli, three_classes
+    from PIL import Image
+
+    path = _constant_three_class_file(tmp_path, {"classes": 3, "labels": dict(three_classes.CARD_LABELS)})
+    image = tmp_path / "scan.png"
+    Image.fromarray(np.full((64, 64), 128, np.uint8)).save(image)
+    out = tmp_path / "out"
+    assert cli.main(["explain", str(path), str(image), "--out", str(out)]) == 0
+    record = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    # Constant logits log(P_GRAY): the arg-max is bacterial with P = 0.64, whatever the image.
+    assert record["prediction"] == "bacterial" and record["explained_class"] == "bacterial"
+    assert record["probability"] == pytest.approx(0.64, abs=1e-5) and record["threshold"] is None
+    assert record["probabilities"] == pytest.approx(dict(zip(THREE_CLASSES, P_GRAY)), abs=1e-5)
+    assert (out / "scan_gradcam.png").is_file()
+    assert cli.main(["explain", str(path), str(image), "--out", str(out), "--class-index", "2"]) == 0
+    assert json.loads(capsys.readouterr().out.strip().splitlines()[-1])["explained_class"] == "viral"
+    assert cli.main(["explain", str(path), str(image), "--out", str(out), "--threshold", "0.3"]) == 2
+    err = capsys.readouterr().err
+    assert "--threshold 0.3 applies to two-class models only" in err and "three.keras" in err

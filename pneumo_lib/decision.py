@@ -258,6 +258,28 @@ def class_names(n_classes: Any) -> tuple[str, ...]:
     return TWO_CLASS_NAMES if check_class_count(n_classes) == 2 else THREE_CLASS_NAMES
 
 
+def check_class_index(class_index: Any, n_classes: Any) -> int | None:
+    """``class_index`` (the class whose map to draw) checked against a model's classes.
+
+    Args:
+        class_index: ``None`` (the predicted class) or an int in ``0..n_classes-1``.
+        n_classes: 2 or 3 (:func:`model_classes`).
+
+    Returns:
+        ``None`` or the index as an int.
+
+    Raises:
+        ValueError: Anything else, naming the valid labels, e.g. ``0 = NORMAL, 1 = bacterial, 2 = viral``.
+    """
+    if class_index is None:
+        return None
+    names = class_names(n_classes)
+    if isinstance(class_index, bool) or not isinstance(class_index, (int, np.integer)) or not 0 <= class_index < len(names):
+        raise ValueError(f"class_index must be None (the predicted class) or an int in 0..{len(names) - 1} "
+                         f"({', '.join(f'{k} = {c}' for k, c in enumerate(names))}), got {class_index!r}.")
+    return int(class_index)
+
+
 def model_classes(model: Any) -> int:
     """How many classes ``model`` predicts: 2 for one sigmoid unit or two softmax units, 3 for three.
 

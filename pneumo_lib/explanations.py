@@ -352,29 +352,24 @@ def explain(model, image: np.ndarray, *, method: str = "grad_cam", layer: str | 
         raise ValueError(f"explain takes one image (S, S, C), got shape {image.shape}.")
     n_classes = decision.model_classes(model)
     names = decision.class_names(n_classes)
-    if class_index is not None and (isinstance(class_index, bool) or not isinstance(class_index, (int, np.integer))
-                                    or not 0 <= class_index < n_classes):
-        raise ValueError(f"class_index must be None (the predicted class) or an int in 0..{n_classes - 1} "
-                         f"({', '.join(f'{k} = {c}' for k, c in enumerate(names))}), got {class_index!r}.")
+    class_index = decision.check_class_index(class_index, n_classes)
     if n_classes == 3 and threshold is not None:
         raise ValueError(f"threshold={threshold!r} does not apply to model {getattr(model, 'name', '?')!r}: a "
                          "three-class model (NORMAL, bacterial, viral) predicts the arg-max of its probabilities.")
     cut = decision.model_threshold(model, threshold) if n_classes == 2 else None
     labels, class_probabilities = cam.predict(model, image[None], threshold=cut)
-    explained = int(labels[0]) if class_index is None else int(class_index)
+    explained = int(labels[0]) if class_index is None else class_index
     heatmap = getattr(cam, method)(model, image[None], layer=layer, class_index=explained)[0]
     every = tuple(float(v) for v in class_probabilities[0])
     overlay = cam.overlay(image, heatmap, alpha=alpha)
     if n_classes == 3:
         return Explanation(image, every[int(labels[0])], heatmap, overlay, method, layer, None,
-                           class_probabilities=every, class_names=names,
-                           explained_class=None if class_index is None else int(class_index))
+                           class_probabilities=every, class_names=names, explained_class=class_index)
     T = decision.model_temperature(model)
     raw = every[1]
     calibrated = None if T == decision.DEFAULT_TEMPERATURE else float(calibrated_probabilities(model, image[None])[0])
     return Explanation(image, raw, heatmap, overlay, method, layer, cut, T, calibrated,
-                       uncertainty.model_referral_level(model), every, names,
-                       None if class_index is None else int(class_index))
+                       uncertainty.model_referral_level(model), every, names, class_index)
 
 
 def png_bytes(image: np.ndarray, size: int = DISPLAY_SIZE) -> bytes:

@@ -79,9 +79,7 @@ def explain_files(model_path, image_paths, *, method="gradcam", out, layer=None,
     if n_classes == 3 and threshold is not None:
         raise ValueError(f"--threshold {threshold} applies to two-class models only: {model_path} has three "
                          f"classes ({', '.join(names)}) and predicts the one with the largest probability.")
-    if class_index is not None and not 0 <= int(class_index) < n_classes:
-        raise ValueError(f"--class-index {class_index} is not a class of {model_path}: use 0 to {n_classes - 1} "
-                         f"({', '.join(f'{k} {n}' for k, n in enumerate(names))}).")
+    class_index = decision.check_class_index(class_index, n_classes)
     size, channels = model.inputs[0].shape[1], model.inputs[0].shape[-1]
     images = data.load_images(paths, size, channels)
     cut = decision.model_threshold(model, threshold) if n_classes == 2 else None

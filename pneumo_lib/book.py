@@ -17,7 +17,12 @@ Two ways of running leave the stored chapters alone:
   (:mod:`pneumo_lib.prose`): a reader's run may differ from the stored text, a crash may not;
   the report counts each chapter's unsupported claims.
 * ``rehearse`` (with ``profile="full"`` and ``out``): every code path of the full profile on
-  CPU with small sizes and counts (:mod:`pneumo_lib.rehearsal`).
+  CPU with small sizes and counts (:mod:`pneumo_lib.rehearsal`). Its report ends with an
+  estimate (not a measurement) of a full run of each chapter on a Colab T4, from the trainings
+  each chapter ran (the model cards it wrote) and CPU rates measured after the chapters
+  (:mod:`pneumo_lib.colab_estimate`; the records go to ``<out>/rehearsal-trainings.json``).
+  Models a chapter loads from a warm cache cost it nothing there: estimate with an empty
+  ``PNEUMO_HOME`` model cache.
 
 Runs that store chapters in place make claims strict (a false ``prose.claim`` stops them).
 """
@@ -432,6 +437,23 @@ def format_report(runs: list[ChapterRun], profile: str, notes: Iterable[str] = (
     return "\n".join(lines)
 
 
+def _colab_section(records: list, data_dir: Path, out: Path, echo: Any, error: str = "") -> str:
+    """The rehearsal report's estimate of a full run on a Colab T4 (:mod:`pneumo_lib.colab_estimate`)."""
+    from pneumo_lib import colab_estimate
+
+    if error:
+        return f"Estimated full run on a Colab T4 (estimate, not measured): unavailable: {error}"
+    saved = colab_estimate.write_records(out / "rehearsal-trainings.json", records)
+    echo(f"measuring this CPU for the Colab T4 estimate (records in {saved}) ...")
+    try:
+        images = sorted(p for p in (data_dir / "train").glob("*/*") if p.suffix.lower() in (".jpeg", ".jpg"))
+        cpu = colab_estimate.measure_cpu(records, images, echo=echo)
+        return colab_estimate.format_section(
+            [colab_estimate.estimate_chapter(r, cpu) for r in records], cpu)
+    except colab_estimate.EstimateError as err:
+        return f"Estimated full run on a Colab T4 (estimate, not measured): unavailable: {err}"
+
+
 def run_book(
     names: Iterable[str] = (),
     *,
@@ -458,7 +480,8 @@ def run_book(
             the chapters' own: write them there and leave ``book/`` byte-identical (claims
             not strict, counted in the report); every chapter is run even when one fails.
         rehearse: Rehearse the full profile on CPU (needs ``profile="full"`` and ``out``):
-            the chapters' kernels get :func:`pneumo_lib.rehearsal.prepare`'s environment.
+            the chapters' kernels get :func:`pneumo_lib.rehearsal.prepare`'s environment; the
+            report gets the section "Estimated full run on a Colab T4 (estimate, not measured)".
         report: Also write the report table to this file (before raising for failed chapters).
 
     Returns:
@@ -505,6 +528,13 @@ def run_book(
         for line in notes:
             echo(line)
     runs = []
+    records = []  # rehearsal: the trainings each chapter ran, for the Colab T4 estimate
+    if rehearse:
+        from pneumo_lib import colab_estimate, paths
+
+        seen: set = set()
+        estimate_error = ""
+        cards = colab_estimate.snapshot_cards(paths.model_cache_dir())
     for chapter in chosen:
         echo(f"running {chapter.name} ...")
         if out is None:
@@ -520,8 +550,18 @@ def run_book(
             claims = f", {len(run.unsupported_claims)} unsupported claim(s)" if run.output else ""
             echo(f"  done in {run.seconds:.1f} s{claims}")
         runs.append(run)
+        if rehearse:
+            after = colab_estimate.snapshot_cards(paths.model_cache_dir())
+            try:
+                trained = tuple(colab_estimate.new_trainings(cards, after, seen))
+            except colab_estimate.EstimateError as err:
+                estimate_error, trained = estimate_error or f"{chapter.name}: {err}", ()
+            records.append(colab_estimate.ChapterRecord(chapter.name, run.seconds, trained))
+            cards = after
     label = f"{profile}, rehearsal" if rehearse else profile
     table = format_report(runs, label, notes)
+    if rehearse:
+        table += "\n" + _colab_section(records, setup.data_dir, Path(out), echo, estimate_error)
     echo(table)
     if report is not None:
         report = Path(report)

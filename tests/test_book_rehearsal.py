@@ -320,4 +320,7 @@ def test_a_rehearsal_runs_the_full_code_paths_on_the_standin(tiny_book, tmp_path
     report = lines[-1]
     assert "profile full, rehearsal" in report
     assert "data: STAND-IN" in report and "weights mobilenet_v2: STAND-IN" in report
+    estimate = report.split("Estimated full run on a Colab T4 (estimate, not measured):\n")[1].splitlines()
+    assert estimate[1].split()[:3] == ["02_env", "0", "0.0"] and "assumptions: T4 sustained" in estimate[-1]
+    assert [r["name"] for r in json.loads((tmp_path / "out" / "rehearsal-trainings.json").read_text())] == ["02_env"]
     assert not (home / "data" / "kaggle").exists()

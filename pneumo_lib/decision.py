@@ -237,14 +237,19 @@ TWO_CLASS_NAMES: tuple[str, ...] = CLASSES
 THREE_CLASS_NAMES: tuple[str, ...] = THREE_CLASSES
 
 
-def check_class_count(n_classes: Any) -> int:
+def check_class_count(n_classes: Any, name: str = "classes") -> int:
     """``n_classes`` as an int, 2 (NORMAL, PNEUMONIA) or 3 (NORMAL, bacterial, viral).
 
+    Args:
+        n_classes: The value to check: a whole number (``int`` or NumPy integer, not a bool
+            and not a float such as ``3.0``).
+        name: What the caller calls it, for the message (e.g. ``"--classes"``).
+
     Raises:
-        ValueError: Any other value (named).
+        ValueError: Any other value, named: "<name> must be 2 (NORMAL, PNEUMONIA) or 3 ...".
     """
     if isinstance(n_classes, bool) or not isinstance(n_classes, (int, np.integer)) or n_classes not in (2, 3):
-        raise ValueError(f"Expected 2 classes (NORMAL, PNEUMONIA) or 3 (NORMAL, bacterial, viral), got {n_classes!r}.")
+        raise ValueError(f"{name} must be 2 (NORMAL, PNEUMONIA) or 3 (NORMAL, bacterial, viral), got {n_classes!r}.")
     return int(n_classes)
 
 

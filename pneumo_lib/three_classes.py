@@ -41,7 +41,7 @@ from typing import Any, Mapping
 import numpy as np
 from sklearn import metrics as skm
 
-from pneumo_lib import data, evaluation, experiments, models, paths, runtime, training
+from pneumo_lib import data, decision, evaluation, experiments, models, paths, runtime, training
 from pneumo_lib._tf import keras, tf
 from pneumo_lib.data.subtypes import THREE_CLASSES, ThreeClassSplit, class_weights3, three_class_split
 from pneumo_lib.profiles import Profile, get_profile, profile_for_card
@@ -57,14 +57,12 @@ RECIPE_VERSION = 1
 
 
 def check_classes(classes: Any) -> int:
-    """``classes`` as an int, 2 or 3.
+    """``classes`` as an int, 2 or 3 (:func:`pneumo_lib.decision.check_class_count`).
 
     Raises:
-        ValueError: Any other value (named), saying what is valid.
+        ValueError: Any other value (named, including ``3.0`` and ``True``), saying what is valid.
     """
-    if isinstance(classes, bool) or classes not in VALID_CLASSES:
-        raise ValueError(f"classes must be 2 (NORMAL, PNEUMONIA) or 3 (NORMAL, bacterial, viral), got {classes!r}.")
-    return int(classes)
+    return decision.check_class_count(classes, "classes")
 
 
 def build_model(name: str, image_size: int | None = None, *, classes: int = 3, channels: int | None = None,
@@ -112,9 +110,13 @@ def build_model(name: str, image_size: int | None = None, *, classes: int = 3, c
 
 
 def classes_of(model: Any) -> int:
-    """How many classes a model predicts: 2 for one sigmoid unit or two softmax units, else its units."""
-    units = int(model.output_shape[-1])
-    return 2 if units == 1 else units
+    """How many classes a model predicts (:func:`pneumo_lib.decision.model_classes`): 2 for one
+    sigmoid unit or two softmax units, 3 for three.
+
+    Raises:
+        ValueError: Another output shape, naming the model and its shape.
+    """
+    return decision.model_classes(model)
 
 
 def check_three_class_model(model: Any) -> None:

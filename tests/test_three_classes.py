@@ -377,3 +377,10 @@ def test_cached_training_trains_once_then_loads(small_phantom, pneumo_home, monk
     stored = again.card["evaluation"]["metrics"]
     assert ev.metrics["confusion"] == stored["confusion"]
     assert ev.metrics["macro_roc_auc"] == pytest.approx(stored["macro_roc_auc"], abs=1e-5)
+
+
+@pytest.mark.parametrize("value", [3.0, True, "3", 4, 1])
+def test_check_classes_is_the_decision_check_and_refuses_what_is_not_a_whole_2_or_3(value):
+    with pytest.raises(ValueError, match=rf"classes must be 2 \(NORMAL, PNEUMONIA\) or 3 .*got {value!r}"):
+        three_classes.check_classes(value)
+    assert three_classes.check_classes(np.int64(3)) == 3 and three_classes.check_classes(2) == 2

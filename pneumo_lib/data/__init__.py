@@ -1,4 +1,4 @@
-"""Data: phantom generator, Kaggle download, real sample, audit, splits, image loading, pipeline.
+"""Data: phantom generator, Kaggle download, real sample, audit, splits, derived copies, image loading, pipeline.
 
 Importing this package does not import TensorFlow; the ``tf.data`` functions
 (:mod:`pneumo_lib.data.pipeline`) are loaded on first use.
@@ -35,6 +35,7 @@ from pneumo_lib.data.layout import (
     patient_id,
 )
 from pneumo_lib.data.audit import AuditReport, audit
+from pneumo_lib.data.derived import equalized_copy, pooled_copy, pooled_hospitals
 from pneumo_lib.data.sources import ensure_dataset, ensure_phantom, ensure_sample, phantom_root
 from pneumo_lib.data.statistics import (
     edge_density,
@@ -61,7 +62,8 @@ __all__ = [
     "class_weights", "ensure_dataset", "ensure_phantom", "list_images", "make_splits",
     "mask_path", "naive_random_split", "patient_id", "phantom_root", "read_image",
     "shared_patients", "image_statistics", "intensity_histogram", "radial_power_spectrum",
-    "edge_density", "plot_image_statistics", "statistics_table", *_PIPELINE,
+    "edge_density", "plot_image_statistics", "statistics_table", "equalized_copy", "pooled_copy",
+    "pooled_hospitals", *_PIPELINE,
 ]
 
 

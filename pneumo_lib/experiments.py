@@ -374,6 +374,7 @@ def cached_training(
     shortcut: bool = False,
     retrain: bool = False,
     verbose: str | int = 0,
+    data_dir: str | os.PathLike[str] | None = None,
 ) -> CachedModel:
     """A trained model for a configuration, from the cache or trained (and cached) now.
 
@@ -392,6 +393,11 @@ def cached_training(
             :class:`pneumo_lib.data.phantom.PhantomSettings` for a variant drawn otherwise.
         retrain: Train even if cached (overwrites the cache entry).
         verbose: Keras verbosity while training (0: quiet, for notebooks).
+        data_dir: Train on this dataset instead of ``data.ensure_dataset(profile)``: a
+            ``chest_xray`` folder in the Kaggle layout (or the folder holding it), e.g. a
+            :func:`pneumo_lib.data.equalized_copy` or :func:`pneumo_lib.data.pooled_copy`;
+            split as :func:`pneumo_lib.data.make_splits` does. Its manifest (paths, labels,
+            file sizes) is part of the cache key; not with ``shortcut``.
 
     Returns:
         A :class:`CachedModel`.
@@ -404,13 +410,16 @@ def cached_training(
     """
     P = get_profile(profile) if not isinstance(profile, Profile) else profile
     arch = models.architecture(name)
-    manifest = data.make_splits(data.ensure_dataset(P, shortcut=shortcut), seed=P.seed)
+    if data_dir is not None and shortcut:
+        raise ValueError("cached_training takes data_dir or shortcut, not both (the shortcut variant is its own dataset).")
+    folder = data.resolve_data_dir(data_dir) if data_dir is not None else data.ensure_dataset(P, shortcut=shortcut)
+    manifest = data.make_splits(folder, seed=P.seed)
     if weights == "profile":
         weights = None if arch.family == "scratch" else (P.weights or "source")
     weights_id = _weights_id(weights, name) if weights != "source" else None
     if weights == "source":
         source = cached_training(name, P, head=head, weights=None, subset="source", shortcut=shortcut,
-                                 retrain=False, verbose=verbose)
+                                 retrain=False, verbose=verbose, data_dir=data_dir)
         # Backbones take the source backbone's weights under a new head; scratch CNNs
         # start from the whole source model (same classes) and adapt it.
         backbone = models.backbone_of(source.model)
@@ -427,7 +436,8 @@ def cached_training(
         card = training.read_card(path)
         if "evaluation" in card:  # a finished run, not an interrupted checkpoint
             return CachedModel(training.load_model(path), path, card)
-    result, _ = fit_recipe(recipe, manifest, path, card={"shortcut": _shortcut_key(shortcut)}, verbose=verbose)
+    card = {"shortcut": _shortcut_key(shortcut), **({"data_dir": str(folder)} if data_dir is not None else {})}
+    result, _ = fit_recipe(recipe, manifest, path, card=card, verbose=verbose)
     card = training.read_card(path)
     return CachedModel(decision.attach_threshold(result.model, card), path, card, trained_now=True)
 

@@ -186,6 +186,13 @@ def test_pooled_splits_by_patient_and_reuse(sources, pooled, pneumo_home):
     assert [f.stat().st_mtime_ns for f in sorted(pooled.rglob("*.jpeg"))] == mtimes
 
 
+def test_equalized_copy_of_a_pooled_copy_keeps_its_hospitals(sources, pooled):
+    both = derived.equalized_copy(pooled, sources["base"] / "pooled-clahe")
+    assert derived.pooled_hospitals(both) == derived.pooled_hospitals(pooled)
+    record = derived.read_provenance(both)
+    assert record["sources"]["source"]["derived"]["kind"] == "pooled"
+
+
 def test_renumbered_names_keep_patients_and_subtypes():
     assert derived.renumbered_name("person12_bacteria_40.jpeg", 1000, "B") == "person1012_bacteria_40.jpeg"
     assert derived.renumbered_name("NORMAL2-IM-0115-0001.jpeg", 1000, "B") == "NORMAL2-IM-1115-0001.jpeg"

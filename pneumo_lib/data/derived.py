@@ -240,9 +240,10 @@ def equalized_copy(source: str | os.PathLike, target: str | os.PathLike, *, meth
 
     Same layout and file names as ``source``; images are 8-bit grayscale (mode ``L``), of
     the source's size, JPEG at quality :data:`JPEG_QUALITY` (PNG sources stay PNG); lesion
-    masks and ``markers.csv`` are copied byte for byte. Written to a temporary sibling folder
-    and renamed into place when complete; reused when ``target`` already holds this copy
-    (same source files, method, clip limit, library and scikit-image versions).
+    masks, ``markers.csv`` and (of a pooled source) ``hospitals.csv`` are copied byte for
+    byte. Written to a temporary sibling folder and renamed into place when complete;
+    reused when ``target`` already holds this copy (same source files, method, clip limit,
+    library and scikit-image versions).
 
     Args:
         source: A dataset in the Kaggle layout: its ``chest_xray`` folder or the folder
@@ -284,9 +285,9 @@ def equalized_copy(source: str | os.PathLike, target: str | os.PathLike, *, meth
             else:
                 image.save(dst, format="JPEG", quality=JPEG_QUALITY)
             _copy_mask(src, dst)
-        markers = data_dir.parent / "markers.csv"
-        if markers.is_file():
-            shutil.copyfile(markers, tmp / "markers.csv")
+        for extra in ("markers.csv", "hospitals.csv"):  # same names: still right for the copy
+            if (data_dir.parent / extra).is_file():
+                shutil.copyfile(data_dir.parent / extra, tmp / extra)
 
     return _write(target, record, fill)
 

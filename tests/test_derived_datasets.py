@@ -206,3 +206,21 @@ def test_sources_are_unchanged(sources, clahe, pooled):
     derived.equalized_copy(sources["B"], sources["base"] / "B-clahe")
     assert tree_digest(sources["A"].parent) == sources["digests"]["A"]
     assert tree_digest(sources["B"].parent) == sources["digests"]["B"]
+
+
+def test_cached_training_on_a_derived_folder(sources, clahe, pneumo_home):
+    from pneumo_lib import experiments
+    from pneumo_lib.profiles import get_profile
+
+    profile = get_profile("quick", phantom_scale="tiny", image_size=32, batch_size=16, epochs=1,
+                          fine_tune_epochs=1, bootstrap_rounds=20)
+    first = experiments.cached_training("paper_cnn", profile, data_dir=clahe.parent)
+    assert first.trained_now and first.card["data"]["folder"] == str(clahe)
+    assert first.card["data_dir"] == str(clahe)
+    again = experiments.cached_training("paper_cnn", profile, data_dir=clahe)
+    assert not again.trained_now and again.path == first.path
+    # The source's images (same names, other bytes) are another cache entry.
+    source = data.make_splits(sources["A"], seed=profile.seed, save=False)
+    assert experiments.cache_path(experiments.Recipe("paper_cnn", profile), source) != first.path
+    with pytest.raises(ValueError, match="data_dir or shortcut"):
+        experiments.cached_training("paper_cnn", profile, data_dir=clahe, shortcut=True)

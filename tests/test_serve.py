@@ -132,17 +132,24 @@ def small_server(tmp_path_factory):
 
 
 def _kernels_and_memory(proc) -> tuple[int, float]:
-    """Kernels the server runs, and the RSS of the server and its kernels (MiB)."""
+    """Kernels the server runs, and the RSS of the server and its kernels (MiB).
+
+    A kernel is an ``ipykernel_launcher`` process whose parent is not one: a kernel's own
+    short-lived child (forked, not yet exec'd, it shows its parent's command line) is not
+    another kernel.
+    """
     import psutil
 
     server = psutil.Process(proc.pid)
-    rss, kernels = 0, 0
+    rss, launchers = 0, {}
     for p in [server, *server.children(recursive=True)]:
         try:
             rss += p.memory_info().rss
-            kernels += "ipykernel_launcher" in " ".join(p.cmdline())
+            if "ipykernel_launcher" in " ".join(p.cmdline()):
+                launchers[p.pid] = p.ppid()
         except psutil.NoSuchProcess:
             pass
+    kernels = sum(1 for parent in launchers.values() if parent not in launchers)
     return kernels, rss / 2**20
 
 

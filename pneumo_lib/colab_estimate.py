@@ -14,7 +14,7 @@ estimate for the real full profile on Google Colab with an NVIDIA T4:
   :func:`pneumo_lib.data.make_splits` splits them), times the full profile's epochs of each
   phase the training ran (25 for training, 10 more for fine-tuning), at 224 px.
 * **T4 throughput.** The CPU's measured training throughput of that architecture at 224 px
-  (:func:`measure_train_throughput`, as ``benchmarks/train_throughput.py`` measures it) times
+  (:func:`measure_train_throughput`, which ``benchmarks/train_throughput.py`` prints per model) times
   :func:`t4_ratio`: an assumed sustained T4 rate (:data:`DEFAULT_T4_TFLOPS`, overridable) over
   this CPU's measured float32 matmul rate (:func:`measure_matmul_gflops`).
 * **What a GPU does not speed up.** At 224 px the full training split is too large for the
@@ -489,7 +489,7 @@ def measure_matmul_gflops(n: int = 1024, repeats: int = 5) -> float:
 
 
 def measure_train_throughput(key: str, size: int = FULL_IMAGE_SIZE, batch_size: int = 8, steps: int = 2) -> float:
-    """CPU training images/s for one :meth:`Training.throughput_key`, as ``benchmarks/train_throughput.py``.
+    """CPU training images/s for one :meth:`Training.throughput_key` (``benchmarks/train_throughput.py`` prints it per model).
 
     The model (random weights; ``+whole``: every layer trainable) is compiled as
     :func:`pneumo_lib.training.compile_model` does, warmed up one step, then timed over

@@ -57,7 +57,7 @@ from PIL import Image, ImageDraw
 
 from pneumo_lib.data.layout import CLASSES, SPLITS
 from pneumo_lib.data.radiograph import HOSPITALS, get_hospital, render_study
-from pneumo_lib.data.radiograph.render import MAX_SIZE, MIN_SIZE
+from pneumo_lib.data.radiograph.render import MAX_SIZE, MIN_SIZE, SPLIT_CODE
 from pneumo_lib.data.staging import replace_atomically
 
 #: The Kaggle dataset's images per split and class (5,856 images).
@@ -133,7 +133,6 @@ class PhantomSettings:
 #: The settings of the shortcut dataset the chapters use.
 DEFAULT_SETTINGS = PhantomSettings()
 
-_SPLIT_CODE = {"train": 0, "val": 1, "test": 2}
 _VERSION = 8  # bump when the drawing changes: existing datasets are regenerated
 #: Bump when only the shortcut variant changes (marker, rates, lesion scale): shortcut
 #: datasets are regenerated, the plain phantom data (and models cached on it) stay as they are.
@@ -428,7 +427,7 @@ def _write_one(tmp: Path, spec: PhantomSpec, item: _Image) -> tuple | None:
     rel = f"{item.split}/{CLASSES[item.label]}/{item.stem}.jpeg"
     row = None
     if marked:
-        mrng = np.random.default_rng([spec.seed, _SPLIT_CODE[item.split], item.label,
+        mrng = np.random.default_rng([spec.seed, SPLIT_CODE[item.split], item.label,
                                       item.patient, item.index, 2])
         rate = spec.shortcut_params["rate" if item.label == 1 else "normal_rate"]
         if mrng.random() < rate:

@@ -25,7 +25,8 @@ from pneumo_lib.data.radiograph import acquisition as acq_mod
 from pneumo_lib.data.radiograph.anatomy import build_thorax, sample_anatomy
 from pneumo_lib.data.radiograph.pathology import KINDS, lesion
 
-_SPLIT_CODE = {"train": 0, "val": 1, "test": 2}
+#: Each split's number in the random streams of a study (with the seed, label, patient and index).
+SPLIT_CODE = {"train": 0, "val": 1, "test": 2}
 
 #: Smallest and largest image side the renderer accepts, in pixels.
 MIN_SIZE, MAX_SIZE = 32, 4096
@@ -96,8 +97,8 @@ def render_study(seed: int, split: str, label: int, patient: int, index: int, ki
         ValueError: Unknown split, label, kind or hospital, or a size outside
             ``[MIN_SIZE, MAX_SIZE]``.
     """
-    if split not in _SPLIT_CODE:
-        raise ValueError(f"Unknown split {split!r}. Valid splits: {', '.join(_SPLIT_CODE)}.")
+    if split not in SPLIT_CODE:
+        raise ValueError(f"Unknown split {split!r}. Valid splits: {', '.join(SPLIT_CODE)}.")
     if label not in (0, 1):
         raise ValueError(f"label must be 0 (NORMAL) or 1 (PNEUMONIA), got {label!r}.")
     if kind not in KINDS:
@@ -111,7 +112,7 @@ def render_study(seed: int, split: str, label: int, patient: int, index: int, ki
     h, w = study_shape(tuple(patient_rng.random(2)), size * size_factor, size_spread)
     h, w = min(h, MAX_SIZE), min(w, MAX_SIZE)
     left_letter = bool(patient_rng.random() < 0.85)
-    stream = [seed, _SPLIT_CODE[split], label, patient, index]
+    stream = [seed, SPLIT_CODE[split], label, patient, index]
     acq = acq_mod.sample_acquisition(np.random.default_rng([*stream, 1]), site, left_letter)
 
     hi = min(h, max(INTERNAL_HEIGHT, h // 3))

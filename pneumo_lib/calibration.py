@@ -482,15 +482,11 @@ def calibrate(run: Any, manifest: Any, profile: Any, *, split: str = "val", refi
     }
     run.card["calibration"] = entry
     if write_card and getattr(run, "path", None) is not None:
-        _write_card(Path(run.path), run.card)
+        from pneumo_lib import training
+
+        training.write_card(run.path, run.card)
     decision.attach_temperature(run.model, run.card)
     return entry
-
-
-def _write_card(model_path: Path, card: dict[str, Any]) -> None:
-    from pneumo_lib import training
-
-    training._write_json_atomic(training.card_path(model_path), card)  # as save_model writes cards
 
 
 # --------------------------------------------------------------------------- a model file (pneumo evaluate --calibration)

@@ -670,14 +670,21 @@ def save_model(model: keras.Model, path: str | os.PathLike[str], card: dict[str,
         os.replace(tmp, path)
     finally:
         Path(tmp).unlink(missing_ok=True)
-    _write_json_atomic(card_path(path), full_card)
+    write_card(path, full_card)
     return path
 
 
-def _write_json_atomic(path: Path, data: dict[str, Any]) -> None:
+def write_card(model_path: str | os.PathLike[str], card: dict[str, Any]) -> Path:
+    """Write ``card`` as the model card beside ``model_path`` (:func:`card_path`), atomically.
+
+    The whole card is replaced (write to a hidden temporary file, then rename): a reader
+    sees the old card or the new one, never half of one. Returns the card's path.
+    """
+    path = card_path(model_path)
     tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+    tmp.write_text(json.dumps(card, indent=2, sort_keys=True) + "\n", encoding="utf-8")
     os.replace(tmp, path)
+    return path
 
 
 def read_card(model_path: str | os.PathLike[str]) -> dict[str, Any]:

@@ -543,8 +543,6 @@ def calibrate_referral(run: Any, manifest: Any, profile: Any, *, fraction: Any =
         ``threshold``, ``fitted_on``, ``images`` and ``referred_images`` (validation images
         above the level).
     """
-    from pathlib import Path
-
     from pneumo_lib import data
 
     share = check_fraction(fraction)
@@ -566,8 +564,8 @@ def calibrate_referral(run: Any, manifest: Any, profile: Any, *, fraction: Any =
     }
     run.card["referral"] = entry
     if write_card and getattr(run, "path", None) is not None:
-        from pneumo_lib.calibration import _write_card
+        from pneumo_lib import training
 
-        _write_card(Path(run.path), run.card)
+        training.write_card(run.path, run.card)
     attach_referral_level(run.model, run.card)
     return entry

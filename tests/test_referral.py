@@ -205,7 +205,7 @@ def test_the_app_page_reads_the_level_from_the_model_card(tmp_path, monkeypatch)
     known_logit_model().save(path)
     card = {"evaluation": {"threshold": 0.5},
             "referral": {"level": 0.95, "fraction": 0.2, "images": 40, "referred_images": 8, "fitted_on": "val"}}
-    training._write_json_atomic(training.card_path(path), card)
+    training.write_card(path, card)
     monkeypatch.setenv(app.MODEL_ENV, str(path))
     monkeypatch.setenv(app.NOTE_ENV, "Model: m.keras.")
     monkeypatch.delenv(app.NOTICE_ENV, raising=False)

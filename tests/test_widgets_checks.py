@@ -214,7 +214,7 @@ def test_the_app_loads_the_temperature_from_the_model_card(tmp_path, monkeypatch
     path = tmp_path / "m.keras"
     _known_logit_model().save(path)
     card = {"evaluation": {"threshold": 0.8}, "calibration": {"temperature": 2.0, "fitted_on": "val"}}
-    training._write_json_atomic(training.card_path(path), card)
+    training.write_card(path, card)
     monkeypatch.setenv(app.MODEL_ENV, str(path))
     monkeypatch.setenv(app.NOTE_ENV, "Model: m.keras.")
     monkeypatch.delenv(app.NOTICE_ENV, raising=False)

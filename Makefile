@@ -69,8 +69,9 @@ sandbox:
 	fi
 
 # tests/test_book_pages.py runs in `reader`, on the book `html` built (alone, it builds its own).
+# The 25 slowest tests are listed at the end: where CI's time goes.
 unit: $(STAMP)
-	$(BIN)/python -m pytest tests --ignore=tests/test_book_pages.py
+	$(BIN)/python -m pytest tests --ignore=tests/test_book_pages.py --durations=25
 
 # Cells tagged nbval-check-output are compared exactly, cells tagged nbval-approx within the
 # tolerance in their metadata (pneumo_lib/nbval_tolerance.py).

@@ -437,13 +437,18 @@ def format_report(runs: list[ChapterRun], profile: str, notes: Iterable[str] = (
     return "\n".join(lines)
 
 
-def _colab_section(records: list, data_dir: Path, out: Path, echo: Any, error: str = "") -> str:
+def _colab_section(records: list, data_dir: Path, out: Path, echo: Any, error: str = "",
+                   measure: bool = True) -> str:
     """The rehearsal report's estimate of a full run on a Colab T4 (:mod:`pneumo_lib.colab_estimate`)."""
     from pneumo_lib import colab_estimate
 
     if error:
         return f"Estimated full run on a Colab T4 (estimate, not measured): unavailable: {error}"
     saved = colab_estimate.write_records(out / "rehearsal-trainings.json", records)
+    if not measure:
+        return ("Estimated full run on a Colab T4 (estimate, not measured): not computed in this run "
+                f"(--no-t4-estimate); the trainings each chapter ran are in {saved}, and "
+                f"`python benchmarks/colab_estimate.py {saved}` measures this CPU and computes it.")
     echo(f"measuring this CPU for the Colab T4 estimate (records in {saved}) ...")
     try:
         images = sorted(p for p in (data_dir / "train").glob("*/*") if p.suffix.lower() in (".jpeg", ".jpg"))
@@ -465,6 +470,7 @@ def run_book(
     out: str | os.PathLike[str] | None = None,
     rehearse: bool = False,
     report: str | os.PathLike[str] | None = None,
+    t4_estimate: bool = True,
 ) -> list[ChapterRun]:
     """Execute chapters (all, by default) with a profile; print progress and a report.
 
@@ -483,6 +489,10 @@ def run_book(
             the chapters' kernels get :func:`pneumo_lib.rehearsal.prepare`'s environment; the
             report gets the section "Estimated full run on a Colab T4 (estimate, not measured)".
         report: Also write the report table to this file (before raising for failed chapters).
+        t4_estimate: With ``rehearse``: measure this CPU after the chapters (a few minutes)
+            and add the Colab T4 estimate to the report. False: only save the trainings to
+            ``<out>/rehearsal-trainings.json`` (``benchmarks/colab_estimate.py`` estimates
+            from it later).
 
     Returns:
         One :class:`ChapterRun` per executed chapter, in order.
@@ -561,7 +571,8 @@ def run_book(
     label = f"{profile}, rehearsal" if rehearse else profile
     table = format_report(runs, label, notes)
     if rehearse:
-        table += "\n" + _colab_section(records, setup.data_dir, Path(out), echo, estimate_error)
+        table += "\n" + _colab_section(records, setup.data_dir, Path(out), echo, estimate_error,
+                                       measure=t4_estimate)
     echo(table)
     if report is not None:
         report = Path(report)

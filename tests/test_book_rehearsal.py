@@ -324,3 +324,17 @@ def test_a_rehearsal_runs_the_full_code_paths_on_the_standin(tiny_book, tmp_path
     assert estimate[1].split()[:3] == ["02_env", "0", "0.0"] and "assumptions: T4 sustained" in estimate[-1]
     assert [r["name"] for r in json.loads((tmp_path / "out" / "rehearsal-trainings.json").read_text())] == ["02_env"]
     assert not (home / "data" / "kaggle").exists()
+
+    # Without the T4 estimate: nothing is measured, the trainings are still saved for the benchmark.
+    from pneumo_lib import colab_estimate
+
+    def no_measuring(*args, **kwargs):
+        raise AssertionError("measure_cpu called with t4_estimate=False")
+
+    monkeypatch.setattr(colab_estimate, "measure_cpu", no_measuring)
+    lines.clear()
+    book.run_book(["02"], profile="full", rehearse=True, root=tiny_book, out=tmp_path / "out2",
+                  echo=lines.append, t4_estimate=False)
+    saved = tmp_path / "out2" / "rehearsal-trainings.json"
+    assert "not computed in this run (--no-t4-estimate)" in lines[-1] and str(saved) in lines[-1]
+    assert [r["name"] for r in json.loads(saved.read_text())] == ["02_env"]

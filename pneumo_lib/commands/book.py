@@ -35,6 +35,9 @@ def add_commands(subparsers: argparse._SubParsersAction) -> None:
     run.add_argument("--rehearse", action="store_true",
                      help="with --profile full --out DIR: every code path of the full profile on CPU, "
                           "small sizes and counts, stand-in data and weights where the real ones are missing")
+    run.add_argument("--no-t4-estimate", dest="t4_estimate", action="store_false",
+                     help="with --rehearse: skip measuring this CPU for the Colab T4 estimate (a few "
+                          "minutes); the trainings are still saved for benchmarks/colab_estimate.py")
     run.add_argument("--strict-budget", action="store_true", help="exit 1 when a chapter is over its budget")
     run.set_defaults(handler=_run)
 
@@ -56,7 +59,8 @@ def _parse_override(text: str) -> tuple[str, object]:
 def _run(args: argparse.Namespace) -> int:
     overrides = dict(_parse_override(item) for item in args.overrides)
     runs = book.run_book(args.chapters, profile=args.profile, overrides=overrides, root=args.root,
-                         out=args.out, rehearse=args.rehearse, report=args.report)
+                         out=args.out, rehearse=args.rehearse, report=args.report,
+                         t4_estimate=args.t4_estimate)
     if args.strict_budget and any(r.over_budget for r in runs):
         return 1
     return 0

@@ -448,7 +448,8 @@ def _colab_section(records: list, data_dir: Path, out: Path, echo: Any, error: s
     if not measure:
         return ("Estimated full run on a Colab T4 (estimate, not measured): not computed in this run "
                 f"(--no-t4-estimate); the trainings each chapter ran are in {saved}, and "
-                f"`python benchmarks/colab_estimate.py {saved}` measures this CPU and computes it.")
+                f"`python benchmarks/colab_estimate.py {saved} --images {data_dir}` measures this CPU "
+                "and computes it.")
     echo(f"measuring this CPU for the Colab T4 estimate (records in {saved}) ...")
     try:
         images = sorted(p for p in (data_dir / "train").glob("*/*") if p.suffix.lower() in (".jpeg", ".jpg"))

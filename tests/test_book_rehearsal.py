@@ -336,5 +336,5 @@ def test_a_rehearsal_runs_the_full_code_paths_on_the_standin(tiny_book, tmp_path
     book.run_book(["02"], profile="full", rehearse=True, root=tiny_book, out=tmp_path / "out2",
                   echo=lines.append, t4_estimate=False)
     saved = tmp_path / "out2" / "rehearsal-trainings.json"
-    assert "not computed in this run (--no-t4-estimate)" in lines[-1] and str(saved) in lines[-1]
+    assert "not computed in this run (--no-t4-estimate)" in lines[-1] and f"{saved} --images " in lines[-1]
     assert [r["name"] for r in json.loads(saved.read_text())] == ["02_env"]

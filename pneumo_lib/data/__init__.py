@@ -31,6 +31,7 @@ from pneumo_lib.data.layout import (
     check_layout,
     list_images,
     resolve_data_dir,
+    marker_boxes,
     mask_path,
     patient_id,
 )
@@ -54,13 +55,13 @@ from pneumo_lib.data.splits import (
 )
 
 _PIPELINE = ("make_dataset", "split_dataset", "load_images", "load_image", "load_split", "load_masks",
-             "load_marker_masks", "marker_boxes", "paste_markers", "augmentation")
+             "load_marker_masks", "paste_markers", "augmentation")
 
 __all__ = [
     "AuditReport", "CLASSES", "SPLITS", "ImageRecord", "audit", "ensure_sample", "ImageReadError", "SplitManifest", "check_layout",
     "MAX_PIXELS", "FramesWarning", "check_image_file", "check_pixels", "resolve_data_dir",
     "class_weights", "ensure_dataset", "ensure_phantom", "list_images", "make_splits",
-    "mask_path", "naive_random_split", "patient_id", "phantom_root", "read_image",
+    "mask_path", "marker_boxes", "naive_random_split", "patient_id", "phantom_root", "read_image",
     "shared_patients", "image_statistics", "intensity_histogram", "radial_power_spectrum",
     "edge_density", "plot_image_statistics", "statistics_table", "equalized_copy", "pooled_copy",
     "pooled_hospitals", *_PIPELINE,

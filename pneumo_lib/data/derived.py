@@ -42,7 +42,16 @@ from PIL import Image
 
 from pneumo_lib.data import phantom
 from pneumo_lib.data.images import read_image
-from pneumo_lib.data.layout import CLASSES, SPLITS, list_images, mask_path, resolve_data_dir
+from pneumo_lib.data.layout import (
+    CLASSES,
+    MARKERS_FILE,
+    SPLITS,
+    list_images,
+    marker_boxes,
+    mask_path,
+    resolve_data_dir,
+    write_marker_boxes,
+)
 from pneumo_lib.data.staging import replace_atomically
 
 #: The record beside a derived dataset's ``chest_xray`` folder.
@@ -54,7 +63,7 @@ METHODS: tuple[str, ...] = ("clahe", "hist")
 #: JPEG quality of the normalised images.
 JPEG_QUALITY = 95
 #: What a derived dataset folder may hold (anything else makes it foreign).
-_OURS = ("chest_xray", "masks", "markers.csv", "hospitals.csv", PROVENANCE)
+_OURS = ("chest_xray", "masks", MARKERS_FILE, "hospitals.csv", PROVENANCE)
 _WRITTEN_BY = "pneumo_lib.data.derived"
 
 _PERSON = re.compile(r"^(person)(\d+)(_.*)$", re.IGNORECASE)
@@ -180,23 +189,6 @@ def _copy_mask(source_image: Path, target_image: Path) -> None:
         shutil.copyfile(src, dst)
 
 
-def _read_markers(data_dir: Path) -> list[list[str]]:
-    """Rows ``[path, x0, y0, x1, y1]`` of a source's ``markers.csv`` (empty if none)."""
-    file = data_dir.parent / "markers.csv"
-    if not file.is_file():
-        return []
-    with open(file, newline="") as fh:
-        rows = list(csv.reader(fh))
-    return [r for r in rows[1:] if r]
-
-
-def _write_markers(file: Path, rows: list[list[str]]) -> None:
-    with open(file, "w", newline="") as fh:
-        writer = csv.writer(fh)
-        writer.writerow(["path", "x0", "y0", "x1", "y1"])
-        writer.writerows(rows)
-
-
 # --------------------------------------------------------------------------- equalized
 
 
@@ -285,7 +277,7 @@ def equalized_copy(source: str | os.PathLike, target: str | os.PathLike, *, meth
             else:
                 image.save(dst, format="JPEG", quality=JPEG_QUALITY)
             _copy_mask(src, dst)
-        for extra in ("markers.csv", "hospitals.csv"):  # same names: still right for the copy
+        for extra in (MARKERS_FILE, "hospitals.csv"):  # same names: still right for the copy
             if (data_dir.parent / extra).is_file():
                 shutil.copyfile(data_dir.parent / extra, tmp / extra)
 
@@ -395,14 +387,10 @@ def pooled_copy(sources: dict[str, str | os.PathLike], target: str | os.PathLike
             writer.writerow(["path", "hospital", "source_path"])
             writer.writerows((rel, h, src_rel) for h, _, src_rel, rel in plan)
         renamed = {(h, src_rel): rel for h, _, src_rel, rel in plan}
-        markers = []
-        for h, d in dirs.items():
-            for row in _read_markers(d):
-                rel = Path(row[0]).relative_to(d).as_posix() if Path(row[0]).is_absolute() else row[0]
-                if (h, rel) in renamed:
-                    markers.append([renamed[(h, rel)], *row[1:]])
+        markers = [(renamed[(h, src_rel)], *box) for h, d in dirs.items()
+                   for src_rel, box in marker_boxes(d).items() if (h, src_rel) in renamed]
         if markers:
-            _write_markers(tmp / "markers.csv", markers)
+            write_marker_boxes(tmp / MARKERS_FILE, markers)
 
     return _write(target, record, fill)
 

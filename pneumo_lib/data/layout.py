@@ -7,6 +7,7 @@ hidden files) are ignored everywhere.
 
 from __future__ import annotations
 
+import csv
 import errno
 import os
 import re
@@ -197,3 +198,32 @@ def mask_path(image_path: str | os.PathLike) -> Path:
     p = Path(image_path)
     split_dir = p.parent.parent
     return split_dir.parent.parent / "masks" / split_dir.name / p.parent.name / f"{p.stem}.png"
+
+
+#: The file beside a dataset's ``chest_xray`` folder listing its shortcut marker boxes.
+MARKERS_FILE = "markers.csv"
+_MARKER_FIELDS = ("path", "x0", "y0", "x1", "y1")
+
+
+def marker_boxes(data_dir: str | os.PathLike) -> dict[str, tuple[int, int, int, int]]:
+    """Shortcut marker boxes of a phantom dataset: ``{relative path: (x0, y0, x1, y1)}`` in image pixels."""
+    file = Path(data_dir).parent / MARKERS_FILE
+    if not file.is_file():
+        return {}
+    with open(file, newline="") as fh:
+        return {r["path"]: tuple(int(r[k]) for k in _MARKER_FIELDS[1:]) for r in csv.DictReader(fh)}
+
+
+def write_marker_boxes(file: str | os.PathLike, boxes) -> Path:
+    """Write ``markers.csv`` (read back by :func:`marker_boxes`).
+
+    Args:
+        file: The file to write (``<dataset root>/markers.csv``).
+        boxes: ``(path, x0, y0, x1, y1)`` rows, ``path`` relative to ``chest_xray``.
+    """
+    file = Path(file)
+    with open(file, "w", newline="") as fh:
+        writer = csv.writer(fh)
+        writer.writerow(_MARKER_FIELDS)
+        writer.writerows(boxes)
+    return file

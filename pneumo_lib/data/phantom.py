@@ -45,7 +45,6 @@ This is generated data for teaching and testing; it is not clinical evidence.
 
 from __future__ import annotations
 
-import csv
 import json
 import os
 from dataclasses import dataclass, field
@@ -55,7 +54,7 @@ from typing import Callable
 import numpy as np
 from PIL import Image, ImageDraw
 
-from pneumo_lib.data.layout import CLASSES, SPLITS
+from pneumo_lib.data.layout import CLASSES, MARKERS_FILE, SPLITS, write_marker_boxes
 from pneumo_lib.data.radiograph import HOSPITALS, get_hospital, render_study
 from pneumo_lib.data.radiograph.render import MAX_SIZE, MIN_SIZE, SPLIT_CODE
 from pneumo_lib.data.staging import replace_atomically
@@ -474,10 +473,7 @@ def _write_all(tmp: Path, spec: PhantomSpec, progress, workers: int | None = Non
             folder.parent.rmdir()
     if not any((tmp / "masks").iterdir()):
         (tmp / "masks").rmdir()
-    with open(tmp / "markers.csv", "w", newline="") as fh:
-        writer = csv.writer(fh)
-        writer.writerow(["path", "x0", "y0", "x1", "y1"])
-        writer.writerows(row for row in rows if row is not None)
+    write_marker_boxes(tmp / MARKERS_FILE, (row for row in rows if row is not None))
     (tmp / "phantom.json").write_text(json.dumps(spec.to_json(), indent=1))
 
 

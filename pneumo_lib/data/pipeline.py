@@ -22,7 +22,6 @@ flip: the heart sits on the patient's left, and a flipped film is a different
 
 from __future__ import annotations
 
-import csv
 import os
 from pathlib import Path
 from typing import Sequence
@@ -41,7 +40,7 @@ from pneumo_lib.data.images import (
     open_image,
     read_image,
 )
-from pneumo_lib.data.layout import mask_path
+from pneumo_lib.data.layout import marker_boxes, mask_path
 from pneumo_lib.data.splits import SplitManifest
 from pneumo_lib.profiles import Profile, get_profile
 
@@ -517,15 +516,6 @@ def load_masks(paths: Sequence[str | os.PathLike], image_size: int, aspect: str 
         else:
             masks.append(np.zeros((1, 1), bool))
     return _resize_masks(masks, image_size, aspect)
-
-
-def marker_boxes(data_dir: str | os.PathLike) -> dict[str, tuple[int, int, int, int]]:
-    """Shortcut marker boxes of a phantom dataset: ``{relative path: (x0, y0, x1, y1)}`` in image pixels."""
-    file = Path(data_dir).parent / "markers.csv"
-    if not file.is_file():
-        return {}
-    with open(file, newline="") as fh:
-        return {r["path"]: tuple(int(r[k]) for k in ("x0", "y0", "x1", "y1")) for r in csv.DictReader(fh)}
 
 
 def load_marker_masks(paths: Sequence[str | os.PathLike], image_size: int, aspect: str = "stretch") -> np.ndarray:

@@ -62,14 +62,13 @@ def measure(run, manifest, image_size: int, n_explain: int) -> dict[str, float]:
     }
 
 
-def derived_datasets(P) -> dict[str, object]:
-    """The phantoms of A and B and the mitigations' derived copies (written once, then reused)."""
-    sites = {site: data.ensure_phantom(P.phantom_scale, P.seed, hospital=site) for site in ("A", "B")}
+def derived_datasets(P, sites: dict) -> dict[str, object]:
+    """The mitigations' copies of the phantoms ``sites`` of A and B (written once, then reused)."""
     root = data.phantom_root(P.phantom_scale, P.seed)
     clahe = {site: data.equalized_copy(folder, folder.parent.with_name(folder.parent.name + "-clahe"))
              for site, folder in sites.items()}
     pooled = data.pooled_copy(sites, root.with_name(f"phantom-{P.phantom_scale}-seed{P.seed}-pooledAB"))
-    return {"sites": sites, "clahe": clahe, "pooled": pooled}
+    return {"clahe": clahe, "pooled": pooled}
 
 
 def main() -> None:
@@ -79,9 +78,11 @@ def main() -> None:
     parser.add_argument("--no-mitigations", action="store_true", help="only the A-trained models on A and B")
     args = parser.parse_args()
     P = get_profile(args.profile, data_source="phantom")
-    folders = derived_datasets(P) if not args.no_mitigations else {
-        "sites": {site: data.ensure_phantom(P.phantom_scale, P.seed, hospital=site) for site in ("A", "B")}}
-    splits = {site: data.make_splits(folder, seed=P.seed, save=False) for site, folder in folders["sites"].items()}
+    sites = {site: data.ensure_phantom(P.phantom_scale, P.seed, hospital=site) for site in ("A", "B")}
+    splits = {site: data.make_splits(folder, seed=P.seed, save=False) for site, folder in sites.items()}
+    if not args.no_mitigations:
+        folders = derived_datasets(P, sites)
+        clahe = {site: data.make_splits(folder, seed=P.seed, save=False) for site, folder in folders["clahe"].items()}
     print(f"Trained on hospital A, {P.name} profile, phantom data (generated, not clinical); "
           f"localisation on the first {P.n_explain} PNEUMONIA test images")
     columns = None
@@ -98,7 +99,6 @@ def main() -> None:
         print(f"{name:<15} drop in ROC AUC from A to B: {drop:.3f}")
         if args.no_mitigations:
             continue
-        clahe = {site: data.make_splits(folder, seed=P.seed, save=False) for site, folder in folders["clahe"].items()}
         clahe_run = experiments.cached_training(name, P, data_dir=folders["clahe"]["A"])
         pooled_run = experiments.cached_training(name, P, data_dir=folders["pooled"])
         table = {

@@ -197,6 +197,7 @@ def test_renumbered_names_keep_patients_and_subtypes():
     assert derived.renumbered_name("person12_bacteria_40.jpeg", 1000, "B") == "person1012_bacteria_40.jpeg"
     assert derived.renumbered_name("NORMAL2-IM-0115-0001.jpeg", 1000, "B") == "NORMAL2-IM-1115-0001.jpeg"
     assert derived.renumbered_name("IM-0007-0002.jpeg", 0, "A") == "IM-0007-0002.jpeg"
+    assert derived.renumbered_name("person012_virus_3.jpeg", 0, "A") == "person012_virus_3.jpeg"  # the first keeps its names
     assert derived.renumbered_name("scan7.png", 1000, "B") == "B-scan7.png"
     assert layout.patient_id("person1012_virus_3.jpeg") == "person1012"
     assert subtypes.subtype_label("person1012_virus_3.jpeg", 1) == subtypes.VIRAL

@@ -49,6 +49,8 @@ from pneumo_lib.data.layout import (
     list_images,
     marker_boxes,
     mask_path,
+    patient_number,
+    renumber_patient,
     resolve_data_dir,
     write_marker_boxes,
 )
@@ -66,8 +68,6 @@ JPEG_QUALITY = 95
 _OURS = ("chest_xray", "masks", MARKERS_FILE, "hospitals.csv", PROVENANCE)
 _WRITTEN_BY = "pneumo_lib.data.derived"
 
-_PERSON = re.compile(r"^(person)(\d+)(_.*)$", re.IGNORECASE)
-_NORMAL = re.compile(r"^((?:NORMAL2-)?IM-)(\d+)(-\d+.*)$", re.IGNORECASE)
 _HOSPITAL_NAME = re.compile(r"^[A-Za-z0-9]+$")
 
 
@@ -287,16 +287,6 @@ def equalized_copy(source: str | os.PathLike, target: str | os.PathLike, *, meth
 # --------------------------------------------------------------------------- pooled
 
 
-def _number(name: str) -> int | None:
-    """The patient number in a Kaggle-style name (``person12_...`` -> 12, ``IM-0115-...`` -> 115)."""
-    stem = Path(name).stem
-    for pattern in (_PERSON, _NORMAL):
-        m = pattern.match(stem)
-        if m:
-            return int(m.group(2))
-    return None
-
-
 def renumbered_name(file_name: str, offset: int, hospital: str) -> str:
     """A file name with its patient number moved by ``offset`` (what :func:`pooled_copy` writes).
 
@@ -306,15 +296,7 @@ def renumbered_name(file_name: str, offset: int, hospital: str) -> str:
     (:func:`pneumo_lib.data.patient_id`) and gets the hospital as a prefix
     (``B-scan7.jpeg``), which no renumbered name has.
     """
-    path = Path(file_name)
-    stem = path.stem
-    m = _PERSON.match(stem)
-    if m:
-        return f"{m.group(1)}{int(m.group(2)) + offset}{m.group(3)}{path.suffix}"
-    m = _NORMAL.match(stem)
-    if m:
-        return f"{m.group(1)}{int(m.group(2)) + offset:0{len(m.group(2))}d}{m.group(3)}{path.suffix}"
-    return f"{hospital}-{path.name}"
+    return renumber_patient(file_name, offset) or f"{hospital}-{Path(file_name).name}"
 
 
 def pooled_copy(sources: dict[str, str | os.PathLike], target: str | os.PathLike) -> Path:
@@ -360,7 +342,7 @@ def pooled_copy(sources: dict[str, str | os.PathLike], target: str | os.PathLike
         seen[d.resolve()] = h
     _check_apart(Path(target), list(dirs.values()))
     records = {h: list_images(d) for h, d in dirs.items()}
-    numbers = [n for rs in records.values() for r in rs if (n := _number(r.path.rsplit("/", 1)[1])) is not None]
+    numbers = [n for rs in records.values() for r in rs if (n := patient_number(r.path.rsplit("/", 1)[1])) is not None]
     step = 10 ** len(str(max(numbers, default=0)))
     offsets = {h: k * step for k, h in enumerate(dirs)}
     plan: list[tuple[str, Path, str, str]] = []  # (hospital, source image, source rel, target rel)

@@ -21,8 +21,16 @@ SPLITS: tuple[str, str, str] = ("train", "val", "test")
 #: File suffixes read as images (lower case).
 IMAGE_SUFFIXES: tuple[str, ...] = (".jpeg", ".jpg", ".png", ".dcm", ".dicom")
 
-_NORMAL_ID = re.compile(r"^((?:NORMAL2-)?IM-\d+)-\d+", re.IGNORECASE)
-_PERSON_ID = re.compile(r"^(person\d+)_", re.IGNORECASE)
+# Kaggle's file stems as (prefix, patient number, rest); the patient id is prefix + number.
+_PATIENT_STEMS = (
+    re.compile(r"^(person)(\d+)(_.*)$", re.IGNORECASE),
+    re.compile(r"^((?:NORMAL2-)?IM-)(\d+)(-\d+.*)$", re.IGNORECASE),
+)
+
+
+def _patient_parts(file_name: str) -> re.Match | None:
+    stem = Path(file_name).stem
+    return next((m for m in (p.match(stem) for p in _PATIENT_STEMS) if m), None)
 
 
 @dataclass(frozen=True)
@@ -55,13 +63,32 @@ def patient_id(file_name: str, label: int | None = None) -> str:
     that follows neither convention is its own patient (its stem), prefixed with the
     class so that ids never collide across classes.
     """
-    stem = Path(file_name).stem
-    for pattern in (_PERSON_ID, _NORMAL_ID):
-        m = pattern.match(stem)
-        if m:
-            return m.group(1)
+    m = _patient_parts(file_name)
+    if m:
+        return m.group(1) + m.group(2)
     prefix = f"{CLASSES[label]}/" if label is not None else ""
-    return prefix + stem
+    return prefix + Path(file_name).stem
+
+
+def patient_number(file_name: str) -> int | None:
+    """The patient number in a Kaggle-style file name (``person12_virus_3.jpeg`` -> 12,
+    ``IM-0115-0001.jpeg`` -> 115), or None for a name that follows neither convention."""
+    m = _patient_parts(file_name)
+    return int(m.group(2)) if m else None
+
+
+def renumber_patient(file_name: str, offset: int) -> str | None:
+    """The file name with its patient number moved by ``offset`` (zero padding kept), or None
+    for a name that follows neither convention.
+
+    ``person12_bacteria_40.jpeg``, 1000 -> ``person1012_bacteria_40.jpeg``;
+    ``NORMAL2-IM-0115-0001.jpeg``, 1000 -> ``NORMAL2-IM-1115-0001.jpeg``; offset 0 keeps the name.
+    """
+    m = _patient_parts(file_name)
+    if not m:
+        return None
+    number = f"{int(m.group(2)) + offset:0{len(m.group(2))}d}"
+    return f"{m.group(1)}{number}{m.group(3)}{Path(file_name).suffix}"
 
 
 def link_problem(path: str | os.PathLike) -> str | None:

@@ -69,9 +69,12 @@ sandbox:
 	fi
 
 # tests/test_book_pages.py runs in `reader`, on the book `html` built (alone, it builds its own).
+# The tests run in one process per core (pytest-xdist), at most 4: each imports TensorFlow
+# (about 2 GB at peak). On CI's 2 cores that took 15 minutes instead of 20.
 # The 25 slowest tests are listed at the end: where CI's time goes.
+TEST_WORKERS ?= $(shell n=$$(nproc 2>/dev/null || echo 1); [ "$$n" -gt 4 ] && n=4; echo $$n)
 unit: $(STAMP)
-	$(BIN)/python -m pytest tests --ignore=tests/test_book_pages.py --durations=25
+	$(BIN)/python -m pytest tests --ignore=tests/test_book_pages.py -n $(TEST_WORKERS) --durations=25
 
 # Cells tagged nbval-check-output are compared exactly, cells tagged nbval-approx within the
 # tolerance in their metadata (pneumo_lib/nbval_tolerance.py).

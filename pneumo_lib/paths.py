@@ -144,3 +144,19 @@ def check_not_folder(path: str | os.PathLike[str], what: str = "file", *, suffix
         hint = f" (it holds {', '.join(found)}: pass e.g. {path / found[0]})" if found else ""
         raise NotAFileError(f"{given} is a folder, not a {what}: expected {expected}{hint}.")
     return path
+
+
+def partial_path(target: str | os.PathLike[str]) -> Path:
+    """A hidden temporary file beside ``target`` for writing it whole, then ``os.replace`` onto it.
+
+    The name is unique to this process and call (``.partial-<pid>-<random>-<name>``; it ends as
+    ``target``'s does, which Keras requires of ``.weights.h5`` files), so two
+    processes (or threads) writing the same cache file at once - a chapter and the rehearsal,
+    two notebooks open side by side - each finish their own copy and the last rename wins;
+    a fixed temporary name would let one writer truncate or move the other's half-written
+    file. Nothing is created; the caller writes, renames, and removes it on failure.
+    """
+    import secrets
+
+    target = Path(target)
+    return target.with_name(f".partial-{os.getpid()}-{secrets.token_hex(4)}-{target.name}")

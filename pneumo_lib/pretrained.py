@@ -163,7 +163,7 @@ def reference_model_file(*, fetch: bool = True, expected_sha256: str = MODEL_SHA
         return target
     wheel = fetch_package(fetch=fetch)
     target.parent.mkdir(parents=True, exist_ok=True)
-    partial = target.with_name(f".{target.name}.partial")
+    partial = paths.partial_path(target)
     try:
         with zipfile.ZipFile(wheel) as z, z.open(MODEL_MEMBER) as src, open(partial, "wb") as dst:
             while chunk := src.read(1 << 20):
@@ -228,11 +228,13 @@ def xception_imagenet_weights(*, fetch: bool = True) -> Path:
     # the deserialised nested model.
     backbone = models.build_backbone("xception", 150, weights=None)
     backbone.set_weights(_load_package_model(model_file).get_layer("xception").get_weights())
-    partial = target.with_name(f".partial-{target.name}")
+    partial = paths.partial_path(target)
     backbone.save_weights(partial)
     digest = sha256_file(partial)
     partial.replace(target)
-    sidecar.write_text(json.dumps({"sha256": digest, "model_sha256": MODEL_SHA256, "from": MODEL_MEMBER, "version": 2}, indent=1))
+    partial = paths.partial_path(sidecar)
+    partial.write_text(json.dumps({"sha256": digest, "model_sha256": MODEL_SHA256, "from": MODEL_MEMBER, "version": 2}, indent=1))
+    partial.replace(sidecar)
     return target
 
 

@@ -37,7 +37,7 @@ from typing import Any, Callable
 
 import numpy as np
 
-from pneumo_lib import decision, models, runtime
+from pneumo_lib import decision, models, paths, runtime
 from pneumo_lib._tf import keras, tf
 
 
@@ -681,9 +681,12 @@ def write_card(model_path: str | os.PathLike[str], card: dict[str, Any]) -> Path
     sees the old card or the new one, never half of one. Returns the card's path.
     """
     path = card_path(model_path)
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(card, indent=2, sort_keys=True) + "\n", encoding="utf-8")
-    os.replace(tmp, path)
+    tmp = paths.partial_path(path)
+    try:
+        tmp.write_text(json.dumps(card, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
     return path
 
 

@@ -155,7 +155,7 @@ def cached_features(
     seconds = time.perf_counter() - start
     features = np.concatenate(chunks) if chunks else np.zeros((0, 2048), np.float32)
     file.parent.mkdir(parents=True, exist_ok=True)
-    partial = file.with_name(f".partial-{file.name}")
+    partial = paths.partial_path(file)
     with open(partial, "wb") as fh:
         np.savez(fh, features=features, labels=labels, paths=np.array(rel), seconds=np.float64(seconds))
     partial.replace(file)

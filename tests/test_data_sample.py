@@ -100,3 +100,29 @@ def test_the_real_wheel_gives_the_16_kaggle_val_images(tmp_path):
     assert {r.path.rsplit("/", 1)[1] for r in records} == set(sample.SAMPLE_IMAGES)
     patients = {r.patient for r in records if r.label == 1}
     assert "person1946" in patients and len(patients) == 7  # person1946 has two images
+
+
+def test_processes_asking_for_the_sample_at_once_fetch_it_once(tmp_path, pneumo_home, monkeypatch):
+    """The rehearsal and the chapters start side by side and both need the 16 real images:
+    the second waits for the first's fetch and reuses it instead of replacing it under it."""
+    import threading
+    import time
+    from concurrent.futures import ThreadPoolExecutor
+
+    from pneumo_lib import data
+
+    expected = _wheel(tmp_path / "p.whl")
+    fetches = []
+
+    def slow_download(out, *, force=False):
+        fetches.append(threading.get_ident())
+        time.sleep(0.3)  # long enough for every other caller to find the folder missing
+        return sample.install_sample(tmp_path / "p.whl", out, force=force, expected=expected)
+
+    monkeypatch.setattr(sample, "SAMPLE_IMAGES", expected)
+    monkeypatch.setattr(sample, "download_sample", slow_download)
+    with ThreadPoolExecutor(4) as pool:
+        folders = list(pool.map(lambda _: data.ensure_sample(), range(4)))
+    assert len(fetches) == 1
+    assert len(set(folders)) == 1
+    assert sorted(r.path.split("/")[-1] for r in layout.list_images(folders[0], splits=("val",))) == sorted(NAMES)

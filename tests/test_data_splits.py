@@ -63,6 +63,22 @@ def test_manifest_is_saved_under_home_and_loads_back(ds, pneumo_home):
     np.testing.assert_array_equal(loaded.labels("train"), m.labels("train"))
 
 
+def test_writers_of_the_same_manifest_at_once_all_finish_and_leave_it_whole(ds, tmp_path):
+    """A chapter and the rehearsal may save the same split manifest at the same moment.
+
+    With one fixed temporary name, one writer truncated or renamed away the other's file
+    (FileNotFoundError on the rename, or a short CSV); each writer now has its own.
+    """
+    from concurrent.futures import ThreadPoolExecutor
+
+    m = splits.make_splits(ds, seed=3, save=False)
+    file = tmp_path / "shared" / "manifest.csv"
+    with ThreadPoolExecutor(8) as pool:
+        list(pool.map(lambda _: m.save(file), range(64)))
+    assert splits.SplitManifest.load(file).records == m.records
+    assert [p.name for p in file.parent.iterdir()] == ["manifest.csv"]  # no temporary left
+
+
 def test_class_weights_are_balanced():
     assert splits.class_weights([0, 1, 1, 1]) == {0: 2.0, 1: 4 / 6}
     with pytest.raises(ValueError, match="both classes"):

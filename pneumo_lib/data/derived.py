@@ -28,7 +28,6 @@ anything else is refused and left untouched. Sources are only read.
 from __future__ import annotations
 
 import csv
-import fcntl
 import hashlib
 import json
 import os
@@ -54,7 +53,7 @@ from pneumo_lib.data.layout import (
     resolve_data_dir,
     write_marker_boxes,
 )
-from pneumo_lib.data.staging import replace_atomically
+from pneumo_lib.data.staging import one_writer, replace_atomically
 
 #: The record beside a derived dataset's ``chest_xray`` folder.
 PROVENANCE = "derived.json"
@@ -143,10 +142,8 @@ def _write(target: str | os.PathLike, record: dict, fill: Callable[[Path], None]
     if target.exists() and not target.is_dir():
         raise FileExistsError(f"Target {target} is a file, not a folder; choose another target folder. "
                               "Nothing was changed.")
-    target.parent.mkdir(parents=True, exist_ok=True)
     # One writer at a time: another process deriving the same folder waits here, then reuses it.
-    with open(target.parent / f".{target.name}.lock", "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
+    with one_writer(target):
         if target.is_dir() and any(target.iterdir()):
             existing = _read_record(target / PROVENANCE) if (target / PROVENANCE).is_file() else None
             if existing is None:

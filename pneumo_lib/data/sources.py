@@ -10,7 +10,6 @@
 
 from __future__ import annotations
 
-import fcntl
 import hashlib
 import json
 import sys
@@ -18,6 +17,7 @@ from pathlib import Path
 
 from pneumo_lib import paths
 from pneumo_lib.data import phantom
+from pneumo_lib.data.staging import one_writer
 from pneumo_lib.profiles import Profile, get_profile
 
 #: The phantom dataset the quick profile uses lives in ``<data>/phantom``; these are its settings.
@@ -69,10 +69,8 @@ def ensure_phantom(scale: str = "quick", seed: int = 42, shortcut: bool = False,
     root = phantom_root(scale, seed, shortcut, settings, hospital)
     if (root / "chest_xray").is_dir() and phantom.read_spec(root) == spec:
         return root / "chest_xray"
-    root.parent.mkdir(parents=True, exist_ok=True)
     # One generator at a time: other processes (a second notebook, a test run) wait here.
-    with open(root.parent / f".{root.name}.lock", "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
+    with one_writer(root):
         if (root / "chest_xray").is_dir() and phantom.read_spec(root) == spec:
             return root / "chest_xray"
         if verbose:
@@ -135,10 +133,18 @@ def ensure_sample() -> Path:
     from pneumo_lib.data.sample import SAMPLE_IMAGES, download_sample
 
     folder = paths.dataset_dir("sample")
-    try:
-        if len(list_images(folder, splits=("val",))) == len(SAMPLE_IMAGES):
+
+    def complete() -> bool:
+        try:
+            return len(list_images(folder, splits=("val",))) == len(SAMPLE_IMAGES)
+        except (FileNotFoundError, ValueError):
+            return False
+
+    if complete():
+        return folder
+    # One fetch at a time: a second process (the rehearsal beside the chapters) waits, then reuses it.
+    with one_writer(folder):
+        if complete():
             return folder
-    except (FileNotFoundError, ValueError):
-        pass
-    return download_sample(folder.parent, force=True)
+        return download_sample(folder.parent, force=True)
 

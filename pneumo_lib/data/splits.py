@@ -69,15 +69,18 @@ class SplitManifest:
         """Write the manifest as CSV (paths relative to ``data_dir``); returns the file."""
         file = Path(file)
         file.parent.mkdir(parents=True, exist_ok=True)
-        tmp = file.with_suffix(".tmp")
-        with open(tmp, "w", newline="") as fh:
-            fh.write(f"# data_dir={self.data_dir}\n")
-            writer = csv.writer(fh)
-            writer.writerow(MANIFEST_FIELDS)
-            sources = self.source_splits or tuple(r.split for r in self.records)
-            for r, s in zip(self.records, sources):
-                writer.writerow([r.path, r.split, r.label, r.patient, s])
-        tmp.replace(file)
+        tmp = paths.partial_path(file)
+        try:
+            with open(tmp, "w", newline="") as fh:
+                fh.write(f"# data_dir={self.data_dir}\n")
+                writer = csv.writer(fh)
+                writer.writerow(MANIFEST_FIELDS)
+                sources = self.source_splits or tuple(r.split for r in self.records)
+                for r, s in zip(self.records, sources):
+                    writer.writerow([r.path, r.split, r.label, r.patient, s])
+            tmp.replace(file)
+        finally:
+            tmp.unlink(missing_ok=True)
         return file
 
     @classmethod

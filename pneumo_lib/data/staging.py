@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import shutil
 import tempfile
 from pathlib import Path
@@ -39,3 +40,20 @@ def replace_atomically(target: str | Path) -> Iterator[Path]:
             shutil.rmtree(old, ignore_errors=True)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
+
+
+@contextlib.contextmanager
+def one_writer(target: str | Path) -> Iterator[None]:
+    """Hold the lock of ``target`` (``.<name>.lock`` beside it) for the block: one writer at a time.
+
+    For folders written on first use (a phantom, a derived copy, the real sample images):
+    a second process - another notebook, the rehearsal beside the chapters - waits here,
+    and should look again inside the block whether ``target`` is now there before writing
+    it. The lock is released when the block ends or the process dies; the lock file stays
+    (empty) and is reused.
+    """
+    target = Path(target)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    with open(target.parent / f".{target.name}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        yield

@@ -42,7 +42,14 @@ book: $(STAMP)
 	@cat _build/chapter-times.txt
 	@echo "The book is at $(CURDIR)/_build/html/index.html"
 
-test: $(STAMP) browser sandbox unit notebooks html reader rehearsal
+# The chapters' nbval run and the full-profile rehearsal run side by side (each holds the
+# other's output until it ends): both are mostly single-threaded Python between short
+# TensorFlow steps, so on 2 cores the pair takes far less than one after the other. Their
+# caches under PNEUMO_HOME are written whole and renamed (paths.partial_path), and the
+# phantom they share is generated under a lock, so neither sees the other's half-written file.
+test: $(STAMP) browser sandbox unit
+	$(MAKE) --no-print-directory --output-sync=target -j2 notebooks rehearsal
+	$(MAKE) --no-print-directory html reader
 
 # The web app's browser test (tests/test_app_browser.py) drives Debian's Chromium. It is
 # installed here when missing and we are root with apt-get (as in CI); otherwise the test
@@ -86,7 +93,8 @@ notebooks: $(STAMP)
 # sizes and counts, on $$PNEUMO_DATA/kaggle if downloaded, else a Kaggle-shaped stand-in; real
 # Xception weights, stand-ins for the other backbones. Executed chapters go to _build/rehearsal;
 # book/ is not touched. Claims are not strict there: the table counts the unsupported ones.
-# Last in make test: it reuses the phantom data the chapters generated (chapter 05 runs on it).
+# In make test it runs beside `notebooks`; the phantom data they both need (chapter 05 runs on
+# it) is generated once, by whichever asks first.
 # A chapter that fails makes the target fail (after every chapter has run). The Colab T4
 # estimate's CPU measurement (about 5 minutes) is left to the benchmark:
 # PNEUMO_HOME=.pneumo .venv/bin/python benchmarks/colab_estimate.py _build/rehearsal/rehearsal-trainings.json

@@ -28,47 +28,17 @@ The table gives each mitigated model on A and on B beside the A-trained model, a
 A-to-B ROC AUC drop it recovers: ``(AUC_mitigation_on_B - AUC_A_on_B) / (AUC_A_on_A - AUC_A_on_B)``,
 then each model's own gap between A and B (a mitigation that lifts A as much as B recovers
 "drop" without closing the gap).
-The derived datasets are written beside the phantoms (under ``PNEUMO_HOME``) once, then reused.
+The measurements and the derived datasets are :mod:`pneumo_lib.hospitals` (the chapter uses the same);
+the derived datasets are written beside the phantoms (under ``PNEUMO_HOME``) once, then reused.
 """
 
 from __future__ import annotations
 
 import argparse
 
-import numpy as np
-
-from pneumo_lib import cam, calibration, data, decision, evaluation, experiments, faithfulness
+from pneumo_lib import data, experiments, hospitals
+from pneumo_lib.hospitals import measure
 from pneumo_lib.profiles import get_profile
-
-
-def measure(run, manifest, image_size: int, n_explain: int) -> dict[str, float]:
-    """Test metrics and Grad-CAM localisation of one cached model on one hospital's split."""
-    paths = np.array(manifest.paths("test"))
-    y = manifest.labels("test")
-    x = data.load_images(paths, image_size)
-    p = cam.predict(run.model, x)[1][:, 1]
-    metrics = evaluation.binary_metrics(y, p, decision.model_threshold(run.model))
-    sick = np.flatnonzero(y == 1)[:n_explain]
-    masks = data.load_masks(paths[sick], image_size)
-    maps = cam.grad_cam(run.model, x[sick], class_index=1)
-    return {
-        "ROC AUC": metrics["roc_auc"],
-        "sensitivity": metrics["recall"],
-        "specificity": metrics["specificity"],
-        "ECE": calibration.expected_calibration_error(y, p),
-        "pointing": faithfulness.pointing_game(maps, masks),
-        "energy in lesion": float(np.mean(faithfulness.energy_inside(maps, masks))),
-        "lesion share": float(masks.mean()),
-    }
-
-
-def derived_datasets(P, sites: dict) -> dict[str, object]:
-    """The mitigations' copies of the phantoms ``sites`` of A and B (written once, then reused)."""
-    root = data.phantom_root(P.phantom_scale, P.seed)
-    clahe = {site: data.equalized_copy(folder, folder.parent.with_name(folder.parent.name + "-clahe"))
-             for site, folder in sites.items()}
-    pooled = data.pooled_copy(sites, root.with_name(f"phantom-{P.phantom_scale}-seed{P.seed}-pooledAB"))
-    return {"clahe": clahe, "pooled": pooled}
 
 
 def main() -> None:
@@ -81,7 +51,7 @@ def main() -> None:
     sites = {site: data.ensure_phantom(P.phantom_scale, P.seed, hospital=site) for site in ("A", "B")}
     splits = {site: data.make_splits(folder, seed=P.seed, save=False) for site, folder in sites.items()}
     if not args.no_mitigations:
-        folders = derived_datasets(P, sites)
+        folders = hospitals.derived_datasets(sites, P.phantom_scale, P.seed)
         clahe = {site: data.make_splits(folder, seed=P.seed, save=False) for site, folder in folders["clahe"].items()}
     print(f"Trained on hospital A, {P.name} profile, phantom data (generated, not clinical); "
           f"localisation on the first {P.n_explain} PNEUMONIA test images")
@@ -117,7 +87,8 @@ def main() -> None:
         base = table["A-trained on B"]["ROC AUC"]
         for label, row in table.items():
             recovered = "" if not label.endswith(" on B") or label.startswith("A-trained") else (
-                f"{(row['ROC AUC'] - base) / drop:>18.0%}" if drop > 0 else f"{'(no drop)':>18}")
+                f"{hospitals.drop_recovered(table['A-trained on A']['ROC AUC'], base, row['ROC AUC']):>18.0%}"
+                if drop > 0 else f"{'(no drop)':>18}")
             print(f"{label:<18}" + "".join(f"{row[c]:>18.3f}" for c in columns) + recovered)
         gaps = {what: table[f"{what} on A"]["ROC AUC"] - table[f"{what} on B"]["ROC AUC"]
                 for what in ("A-trained", "CLAHE", "pooled")}

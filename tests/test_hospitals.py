@@ -14,6 +14,8 @@ the background raised to gray 0.6, a brighter exposure. So by construction:
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 from _cam_models import SIZE, detector_model, disc_images
@@ -103,3 +105,26 @@ def test_drop_recovered():
     assert hospitals.drop_recovered(0.95, 0.85, 0.95) == pytest.approx(1.0)
     with pytest.raises(ValueError, match="No drop"):
         hospitals.drop_recovered(0.85, 0.90, 0.95)
+
+
+def test_derived_datasets_lie_beside_the_phantoms_and_hold_both_hospitals(pneumo_home):
+    from dataclasses import replace
+
+    from pneumo_lib import paths
+    from pneumo_lib.data import layout, phantom
+
+    counts = {"train": (3, 4), "val": (1, 1), "test": (2, 2)}
+    sites = {}
+    for site in ("A", "B"):
+        root = data.phantom_root("quick", 5, hospital=site)
+        spec = replace(phantom.phantom_spec("tiny", 5, size=64, hospital=site), counts=dict(counts))
+        sites[site] = phantom.generate_phantom(root, spec, workers=1)
+    folders = hospitals.derived_datasets(sites, "quick", 5)
+    base = paths.dataset_dir("phantom").parent.parent
+    assert folders["clahe"] == {site: Path(sites[site]).parent.with_name(Path(sites[site]).parent.name + "-clahe") / "chest_xray"
+                                for site in sites}
+    assert folders["pooled"] == base / "phantom-quick-seed5-pooledAB" / "chest_xray"
+    n = {site: len(layout.list_images(sites[site])) for site in sites}
+    assert len(layout.list_images(folders["clahe"]["B"])) == n["B"]
+    assert len(layout.list_images(folders["pooled"])) == n["A"] + n["B"]
+    assert hospitals.derived_datasets(sites, "quick", 5) == folders  # reused, same places

@@ -27,7 +27,6 @@ import hashlib
 import json
 import os
 import sys
-import tempfile
 import time
 import warnings
 import zipfile
@@ -235,14 +234,13 @@ def _save_resume(path: Path, signature: str, state: _State, model: keras.Model, 
         arrays[f"best_{i}"] = np.asarray(w)
     meta = {"format": RESUME_FORMAT, "signature": signature, "state": state.__dict__}
     arrays["meta"] = np.frombuffer(json.dumps(meta, default=float).encode(), dtype=np.uint8)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".npz", dir=path.parent)
-    os.close(fd)
+    tmp = paths.partial_path(path)
     try:
         with open(tmp, "wb") as f:
             np.savez(f, **arrays)
         os.replace(tmp, path)
     finally:
-        Path(tmp).unlink(missing_ok=True)
+        tmp.unlink(missing_ok=True)
 
 
 def _load_resume(path: Path, signature: str, model: keras.Model) -> tuple[_State, dict[str, list[np.ndarray]]] | None:
@@ -662,14 +660,12 @@ def save_model(model: keras.Model, path: str | os.PathLike[str], card: dict[str,
         "versions": runtime.versions(),
         **(card or {}),
     }
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=".keras", dir=path.parent)
-    os.close(fd)
+    tmp = paths.partial_path(path)
     try:
         model.save(tmp)
-        os.chmod(tmp, 0o644)  # mkstemp creates 0600; a model file is meant to be shared
         os.replace(tmp, path)
     finally:
-        Path(tmp).unlink(missing_ok=True)
+        tmp.unlink(missing_ok=True)
     write_card(path, full_card)
     return path
 

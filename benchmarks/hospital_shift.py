@@ -37,7 +37,6 @@ from __future__ import annotations
 import argparse
 
 from pneumo_lib import data, experiments, hospitals
-from pneumo_lib.hospitals import measure
 from pneumo_lib.profiles import get_profile
 
 
@@ -59,7 +58,7 @@ def main() -> None:
     mitigations = []
     for name in args.models:
         run = experiments.cached_training(name, P)
-        rows = {site: measure(run, manifest, P.image_size, P.n_explain) for site, manifest in splits.items()}
+        rows = {site: hospitals.measure(run, manifest, P.image_size, P.n_explain) for site, manifest in splits.items()}
         if columns is None:
             columns = list(rows["A"])
             print(f"{'model':<15}{'test':>5}" + "".join(f"{c:>18}" for c in columns))
@@ -74,10 +73,10 @@ def main() -> None:
         table = {
             "A-trained on A": rows["A"],
             "A-trained on B": rows["B"],
-            "CLAHE on A": measure(clahe_run, clahe["A"], P.image_size, P.n_explain),
-            "CLAHE on B": measure(clahe_run, clahe["B"], P.image_size, P.n_explain),
-            "pooled on A": measure(pooled_run, splits["A"], P.image_size, P.n_explain),
-            "pooled on B": measure(pooled_run, splits["B"], P.image_size, P.n_explain),
+            "CLAHE on A": hospitals.measure(clahe_run, clahe["A"], P.image_size, P.n_explain),
+            "CLAHE on B": hospitals.measure(clahe_run, clahe["B"], P.image_size, P.n_explain),
+            "pooled on A": hospitals.measure(pooled_run, splits["A"], P.image_size, P.n_explain),
+            "pooled on B": hospitals.measure(pooled_run, splits["B"], P.image_size, P.n_explain),
         }
         mitigations.append((name, table, drop))
     for name, table, drop in mitigations:

@@ -19,10 +19,11 @@ skips them):
 * CLAHE: the same model trained on the CLAHE copy of A (:func:`pneumo_lib.data.equalized_copy`,
   clip limit 0.01), tested on the CLAHE copy of B's test split (threshold chosen on A's CLAHE
   validation split).
-* pooled: trained on A and B pooled (:func:`pneumo_lib.data.pooled_copy`: train and val of both
-  hospitals, re-split by patient), tested on B's test split (threshold chosen on the pooled
-  validation split). This one has seen B's acquisition (and twice the training images); it is
-  what data from the second site buys, not a fix without it.
+* pooled: trained on A and B pooled (:func:`pneumo_lib.data.pooled_copy` with ``same_patients``:
+  the hospitals filmed the same patients, so each train/val patient is taken from one of them,
+  about half from each, as many training images as A's; re-split by patient), tested on B's
+  test split (threshold chosen on the pooled validation split). This one has seen B's
+  acquisition; it is what data from the second site buys, not a fix without it.
 
 The table gives each mitigated model on A and on B beside the A-trained model, and the share of the
 A-to-B ROC AUC drop it recovers: ``(AUC_mitigation_on_B - AUC_A_on_B) / (AUC_A_on_A - AUC_A_on_B)``,

@@ -7,8 +7,10 @@ The chapter "Another hospital" and ``benchmarks/hospital_shift.py`` share these 
   points on the split's PNEUMONIA images (pointing game, energy inside the lesion mask).
 * :func:`derived_datasets`: the two mitigations' datasets made from the phantoms of
   hospitals A and B: their CLAHE copies (:func:`pneumo_lib.data.equalized_copy`) and the
-  two hospitals pooled (:func:`pneumo_lib.data.pooled_copy`), written once beside the
-  phantoms, then reused.
+  two hospitals pooled (:func:`pneumo_lib.data.pooled_copy` with ``same_patients``: the
+  phantom's hospitals filmed the same patients, so each training patient comes from one of
+  them, and the pool is as large as one hospital's), written once beside the phantoms, then
+  reused.
 * :func:`drop_recovered`: the share of the A-to-B drop in ROC AUC a mitigation wins back.
 
 Everything here runs on the phantom's hospitals, generated data: nothing in it is a
@@ -85,14 +87,17 @@ def derived_datasets(sites: dict[str, str | os.PathLike], scale: str = "quick", 
 
     Returns:
         ``{"clahe": {site: chest_xray folder of its CLAHE copy}, "pooled": chest_xray folder
-        of both hospitals pooled}``. Each CLAHE copy lies beside its phantom
+        of both hospitals pooled}``. The pool's train and val films are A's, each patient
+        filmed at A or at B (about half each, dealt with ``seed``); its test films are both
+        hospitals' test splits. Each CLAHE copy lies beside its phantom
         (``<phantom folder>-clahe``), the pooled one beside hospital A's phantom
         (``phantom-<scale>-seed<seed>-pooledAB``).
     """
     root = data.phantom_root(scale, seed)
     clahe = {site: data.equalized_copy(folder, Path(folder).parent.with_name(Path(folder).parent.name + "-clahe"))
              for site, folder in sites.items()}
-    pooled = data.pooled_copy(dict(sites), root.with_name(f"phantom-{scale}-seed{seed}-pooledAB"))
+    pooled = data.pooled_copy(dict(sites), root.with_name(f"phantom-{scale}-seed{seed}-pooledAB"),
+                              same_patients=True, seed=seed)
     return {"clahe": clahe, "pooled": pooled}
 
 

@@ -186,6 +186,48 @@ def test_pooled_splits_by_patient_and_reuse(sources, pooled, pneumo_home):
     assert [f.stat().st_mtime_ns for f in sorted(pooled.rglob("*.jpeg"))] == mtimes
 
 
+def test_same_patients_pool_takes_each_train_val_patient_from_one_hospital(sources, pneumo_home):
+    a, b = sources["A"], sources["B"]
+    pooled = derived.pooled_copy({"A": a, "B": b}, sources["base"] / "pooled-halves", same_patients=True, seed=7)
+    by_hospital = derived.pooled_hospitals(pooled)
+    rows = {row["path"]: row["source_path"] for row in csv.DictReader(open(pooled.parent / "hospitals.csv"))}
+    source = {"A": {r.path: r for r in layout.list_images(a)}, "B": {r.path: r for r in layout.list_images(b)}}
+    records = layout.list_images(pooled)
+    trainval = [r for r in records if r.split != "test"]
+    # Every train/val film of one source, each taken once, from one hospital: as many as in A.
+    origins = sorted(rows[r.path] for r in trainval)
+    assert origins == sorted(r.path for r in source["A"].values() if r.split != "test")
+    # A patient's films all come from the hospital the patient was dealt to, and the deal is
+    # patients_by_hospital's: per class, alternate patients of the shuffled list.
+    deal = derived.patients_by_hospital({h: list(rs.values()) for h, rs in source.items()}, seed=7)
+    for r in trainval:
+        origin = source[by_hospital[r.path]][rows[r.path]]
+        assert deal[(origin.label, origin.patient)] == by_hospital[r.path]
+    for label in (0, 1):
+        dealt = [h for (lab, _), h in deal.items() if lab == label]
+        assert abs(dealt.count("A") - dealt.count("B")) <= 1
+    # Tests of both hospitals, whole.
+    tests = [r for r in records if r.split == "test"]
+    assert len(tests) == sum(1 for src in source.values() for r in src.values() if r.split == "test")
+    # No patient twice: the grouped re-split cannot put one patient on both sides.
+    manifest = data.make_splits(pooled, seed=42, save=False)
+    assert not data.shared_patients(manifest, "train", "val")
+    record = derived.read_provenance(pooled)
+    assert record["same_patients"] == {"seed": 7}
+    # Another seed deals differently and rewrites; the plain pool records no deal.
+    assert derived.patients_by_hospital({h: list(rs.values()) for h, rs in source.items()}, seed=8) != deal
+    assert derived.read_provenance(derived.pooled_copy({"A": a, "B": b}, sources["base"] / "pooled-plain"))["same_patients"] is None
+
+
+def test_same_patients_refuses_hospitals_with_other_films(sources, tmp_path):
+    other = _tiny(tmp_path / "other", "B")
+    victim = next(r for r in layout.list_images(other) if r.split == "train")
+    (other / victim.path).rename((other / victim.path).with_name("person999_bacteria_1.jpeg"))
+    with pytest.raises(ValueError, match=r"same train and val images.*without same_patients"):
+        derived.pooled_copy({"A": sources["A"], "B": other}, tmp_path / "pool", same_patients=True)
+    assert not (tmp_path / "pool").exists()
+
+
 def test_equalized_copy_of_a_pooled_copy_keeps_its_hospitals(sources, pooled):
     both = derived.equalized_copy(pooled, sources["base"] / "pooled-clahe")
     assert derived.pooled_hospitals(both) == derived.pooled_hospitals(pooled)

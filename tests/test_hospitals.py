@@ -126,5 +126,8 @@ def test_derived_datasets_lie_beside_the_phantoms_and_hold_both_hospitals(pneumo
     assert folders["pooled"] == base / "phantom-quick-seed5-pooledAB" / "chest_xray"
     n = {site: len(layout.list_images(sites[site])) for site in sites}
     assert len(layout.list_images(folders["clahe"]["B"])) == n["B"]
-    assert len(layout.list_images(folders["pooled"])) == n["A"] + n["B"]
+    pooled = layout.list_images(folders["pooled"])
+    tests = {site: sum(1 for r in layout.list_images(sites[site]) if r.split == "test") for site in sites}
+    assert len(pooled) == n["A"] + tests["B"]  # train/val once (each patient from A or B), both tests
+    assert set(data.pooled_hospitals(folders["pooled"]).values()) == {"A", "B"}
     assert hospitals.derived_datasets(sites, "quick", 5) == folders  # reused, same places

@@ -6,7 +6,8 @@
   lesion masks (and ``markers.csv``) copied unchanged.
 * :func:`pooled_copy`: one dataset holding every split of several hospitals (train of
   A + train of B, val of A + val of B, test of A + test of B), patients renumbered so that
-  two hospitals never share a patient id.
+  two hospitals never share a patient id; with ``same_patients`` (hospitals that filmed
+  the same patients, as the phantom's do), each train/val patient from one hospital only.
 
 On disk (``target`` is the folder the functions are given)::
 
@@ -284,6 +285,47 @@ def equalized_copy(source: str | os.PathLike, target: str | os.PathLike, *, meth
 # --------------------------------------------------------------------------- pooled
 
 
+def _patient_key(record) -> tuple[int, str]:
+    return record.label, record.patient
+
+
+def patients_by_hospital(records: dict[str, list], seed: int = 42) -> dict[tuple[int, str], str]:
+    """Which hospital each train/val patient is taken from, when every hospital filmed the same patients.
+
+    Args:
+        records: ``{hospital: [ImageRecord, ...]}`` (:func:`pneumo_lib.data.list_images` of
+            each source), two or more hospitals whose train and val images have the same
+            relative paths.
+        seed: Seed of the shuffle.
+
+    Returns:
+        ``{(label, patient id): hospital}`` for every train/val patient: per class, the
+        patients (sorted, then shuffled with ``seed``) are dealt to the hospitals in turn, in
+        the dict's order, so each hospital gets every ``k``-th patient of each class.
+
+    Raises:
+        ValueError: The hospitals' train/val images differ (the message names one that is
+            in one source and not in another).
+    """
+    names = {h: {r.path for r in rs if r.split != "test"} for h, rs in records.items()}
+    first, *others = list(records)
+    for h in others:
+        extra = sorted(names[first] ^ names[h])
+        if extra:
+            raise ValueError(
+                f"same_patients needs the same train and val images at every hospital, but {extra[0]} is in "
+                f"{first if extra[0] in names[first] else h} and not in {h if extra[0] in names[first] else first}; "
+                "pool these datasets without same_patients.")
+    rng = np.random.default_rng(seed)
+    keys = sorted({_patient_key(r) for r in records[first] if r.split != "test"})
+    out: dict[tuple[int, str], str] = {}
+    for label in sorted({k[0] for k in keys}):
+        group = [k for k in keys if k[0] == label]
+        for i, j in enumerate(rng.permutation(len(group))):
+            out[group[int(j)]] = list(records)[i % len(records)]
+    return out
+
+
 def renumbered_name(file_name: str, offset: int, hospital: str) -> str:
     """A file name with its patient number moved by ``offset`` (what :func:`pooled_copy` writes).
 
@@ -296,7 +338,8 @@ def renumbered_name(file_name: str, offset: int, hospital: str) -> str:
     return renumber_patient(file_name, offset) or f"{hospital}-{Path(file_name).name}"
 
 
-def pooled_copy(sources: dict[str, str | os.PathLike], target: str | os.PathLike) -> Path:
+def pooled_copy(sources: dict[str, str | os.PathLike], target: str | os.PathLike, *,
+                same_patients: bool = False, seed: int = 42) -> Path:
     """One dataset holding every split of several hospitals' datasets, patients kept apart.
 
     Split ``s`` and class ``c`` of the result hold split ``s`` and class ``c`` of every
@@ -316,13 +359,22 @@ def pooled_copy(sources: dict[str, str | os.PathLike], target: str | os.PathLike
             ``chest_xray`` folder (or the folder holding it) in the Kaggle layout. Only read.
         target: Folder to create; it will hold ``chest_xray/``, ``masks/``, ``hospitals.csv``
             and :data:`PROVENANCE`.
+        same_patients: The sources are the same patients filmed at each hospital (as the
+            phantom's hospitals are: same file names in every source). Then each train/val
+            patient is taken from one hospital only (:func:`patients_by_hospital`), so the
+            pool holds as many train and val films as one source, about ``1/k`` of them from
+            each of ``k`` hospitals, and no patient is in it twice under two ids (which
+            would let one patient's films fall on both sides of the train/val re-split).
+            Test splits are pooled whole, as without it.
+        seed: Seed of that assignment of patients to hospitals (only used with ``same_patients``).
 
     Returns:
         The target's ``chest_xray`` folder (``target / "chest_xray"``).
 
     Raises:
-        ValueError: No source, a bad hospital name, one dataset given twice, or a target
-            overlapping a source.
+        ValueError: No source, a bad hospital name, one dataset given twice, a target
+            overlapping a source, or (``same_patients``) sources whose train and val
+            images do not have the same names.
         FileNotFoundError: A source is not in the Kaggle layout (the message names it).
         FileExistsError: ``target`` holds files not written here (nothing is changed).
     """
@@ -339,6 +391,10 @@ def pooled_copy(sources: dict[str, str | os.PathLike], target: str | os.PathLike
         seen[d.resolve()] = h
     _check_apart(Path(target), list(dirs.values()))
     records = {h: list_images(d) for h, d in dirs.items()}
+    if same_patients:
+        keep = patients_by_hospital(records, seed)
+        records = {h: [r for r in rs if r.split == "test" or keep[_patient_key(r)] == h]
+                   for h, rs in records.items()}
     numbers = [n for rs in records.values() for r in rs if (n := patient_number(r.path.rsplit("/", 1)[1])) is not None]
     step = 10 ** len(str(max(numbers, default=0)))
     offsets = {h: k * step for k, h in enumerate(dirs)}
@@ -353,6 +409,7 @@ def pooled_copy(sources: dict[str, str | os.PathLike], target: str | os.PathLike
             names[rel] = h
             plan.append((h, dirs[h] / r.path, r.path, rel))
     record = {**_base_record("pooled"), "step": step, "offsets": offsets,
+              "same_patients": {"seed": int(seed)} if same_patients else None,
               "sources": {h: _describe(d) for h, d in dirs.items()}}
 
     def fill(tmp: Path) -> None:

@@ -93,7 +93,7 @@ def _install_lines(path: Path) -> list[tuple[int, str]]:
 
 
 def test_there_are_notebooks_with_a_colab_setup_cell():
-    assert len(NOTEBOOKS) == 17  # 9 chapters, 4 instructor sources, 4 student notebooks
+    assert len(NOTEBOOKS) == 18  # 10 chapters, 4 instructor sources, 4 student notebooks
     for path in NOTEBOOKS:
         assert _install_lines(path), f"{path.relative_to(ROOT)}: no `pip install ... git+https://...` line"
 

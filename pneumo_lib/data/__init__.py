@@ -36,7 +36,7 @@ from pneumo_lib.data.layout import (
     patient_id,
 )
 from pneumo_lib.data.audit import AuditReport, audit
-from pneumo_lib.data.derived import equalized_copy, pooled_copy, pooled_hospitals
+from pneumo_lib.data.derived import equalized_copy, patients_by_hospital, pooled_copy, pooled_hospitals
 from pneumo_lib.data.sources import ensure_dataset, ensure_phantom, ensure_sample, phantom_root
 from pneumo_lib.data.statistics import (
     edge_density,
@@ -64,7 +64,7 @@ __all__ = [
     "mask_path", "marker_boxes", "naive_random_split", "patient_id", "phantom_root", "read_image",
     "shared_patients", "image_statistics", "intensity_histogram", "radial_power_spectrum",
     "edge_density", "plot_image_statistics", "statistics_table", "equalized_copy", "pooled_copy",
-    "pooled_hospitals", *_PIPELINE,
+    "pooled_hospitals", "patients_by_hospital", *_PIPELINE,
 ]
 
 

@@ -307,22 +307,23 @@ def patients_by_hospital(records: dict[str, list], seed: int = 42) -> dict[tuple
         ValueError: The hospitals' train/val images differ (the message names one that is
             in one source and not in another).
     """
+    hospitals = list(records)
     names = {h: {r.path for r in rs if r.split != "test"} for h, rs in records.items()}
-    first, *others = list(records)
-    for h in others:
+    first = hospitals[0]
+    for h in hospitals[1:]:
         extra = sorted(names[first] ^ names[h])
         if extra:
+            has, lacks = (first, h) if extra[0] in names[first] else (h, first)
             raise ValueError(
                 f"same_patients needs the same train and val images at every hospital, but {extra[0]} is in "
-                f"{first if extra[0] in names[first] else h} and not in {h if extra[0] in names[first] else first}; "
-                "pool these datasets without same_patients.")
+                f"{has} and not in {lacks}; pool these datasets without same_patients.")
     rng = np.random.default_rng(seed)
     keys = sorted({_patient_key(r) for r in records[first] if r.split != "test"})
     out: dict[tuple[int, str], str] = {}
     for label in sorted({k[0] for k in keys}):
         group = [k for k in keys if k[0] == label]
         for i, j in enumerate(rng.permutation(len(group))):
-            out[group[int(j)]] = list(records)[i % len(records)]
+            out[group[int(j)]] = hospitals[i % len(hospitals)]
     return out
 
 

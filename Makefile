@@ -10,6 +10,9 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 PROFILE ?= quick
+# Chapters executed at a time by `make book` (pneumo book run --jobs): two share a 2-core
+# machine well, since much of a chapter is single-threaded Python between TensorFlow steps.
+BOOK_JOBS ?= 2
 
 # Everything the library writes (generated data, cached models) stays in the checkout.
 export PNEUMO_HOME ?= $(CURDIR)/.pneumo
@@ -36,7 +39,7 @@ $(STAMP): pyproject.toml
 
 book: $(STAMP)
 	$(BIN)/pneumo data prepare --profile $(PROFILE)
-	$(BIN)/pneumo book run --profile $(PROFILE) --report _build/chapter-times.txt
+	$(BIN)/pneumo book run --profile $(PROFILE) --jobs $(BOOK_JOBS) --report _build/chapter-times.txt
 	$(BIN)/jupyter-book build . --quiet
 	@echo
 	@cat _build/chapter-times.txt

@@ -1,13 +1,20 @@
 """The chapter runner: execute the book's notebooks with papermill, in place or into a folder.
 
 The chapters are listed in ``_toc.yml``; each chapter notebook may carry a time
-budget in its metadata (``{"pneumo": {"budget_seconds": 180}}``). The runner
+budget in its metadata (``{"pneumo": {"budget_seconds": 180}}``) and the earlier chapters
+whose writes change its outputs (``"after": ["06_how_sure"]``: 06 stores the temperature that
+07's explorer shows). The runner
 
 * executes each chosen chapter into a temporary file beside it, with the chosen
   profile and any single-value overrides injected into its ``parameters`` cell,
 * replaces the stored notebook only when the whole chapter succeeded (a failing
   chapter leaves the previously stored notebook untouched and names the cell),
-* reports the wall time of every chapter against its budget as a table.
+* reports the wall time of every chapter against its budget as a table,
+* with ``jobs=2`` runs two chapters at a time, in table-of-contents order, each one only after
+  the chapters it is ``after`` have finished. Chapters that need the same cached model do not
+  need to say so: the model cache trains an entry in one process while the other waits for it
+  (:func:`pneumo_lib.experiments.finished_training`). A chapter's time then includes sharing the
+  CPU; its budget is for a run alone.
 
 Two ways of running leave the stored chapters alone:
 
@@ -60,11 +67,15 @@ class Chapter:
         name: The notebook's stem, e.g. ``"00_getting_started"``.
         path: Absolute path of the ``.ipynb`` file.
         budget_seconds: Wall-time budget of a quick-profile run, or ``None``.
+        after: Stems of earlier chapters whose writes change this chapter's outputs (e.g. a
+            temperature stored in a model card); a run of several chapters at a time starts
+            it only once they have finished.
     """
 
     name: str
     path: Path
     budget_seconds: float | None
+    after: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -129,12 +140,16 @@ def list_chapters(root: str | os.PathLike[str] | None = None) -> list[Chapter]:
 
     Args:
         root: The book root (the folder with ``_toc.yml``); found from cwd if ``None``.
+
+    Raises:
+        ChapterError: A chapter's ``pneumo.after`` names a chapter that is not before it in
+            ``_toc.yml`` (running the chapters in order must stay a valid schedule).
     """
     import yaml
 
     book_root = find_book_root(root)
     toc = yaml.safe_load((book_root / "_toc.yml").read_text(encoding="utf-8"))
-    chapters = []
+    chapters: list[Chapter] = []
     for entry in [toc.get("root"), *_toc_files(toc.get("parts") or toc.get("chapters") or [])]:
         if not entry:
             continue
@@ -143,9 +158,16 @@ def list_chapters(root: str | os.PathLike[str] | None = None) -> list[Chapter]:
             path = path.with_suffix(".ipynb")
         if not path.is_file():
             continue  # a Markdown page, not an executable chapter
-        meta = json.loads(path.read_text(encoding="utf-8")).get("metadata", {})
-        budget = meta.get("pneumo", {}).get("budget_seconds")
-        chapters.append(Chapter(path.stem, path, float(budget) if budget is not None else None))
+        meta = json.loads(path.read_text(encoding="utf-8")).get("metadata", {}).get("pneumo", {})
+        budget = meta.get("budget_seconds")
+        after = meta.get("after", [])
+        earlier = [c.name for c in chapters]
+        if isinstance(after, str) or not all(name in earlier for name in after):
+            raise ChapterError(
+                f"{path}: metadata pneumo.after is {after!r}; it must list chapters that come "
+                f"before {path.stem} in _toc.yml ({', '.join(earlier) or 'none do'}), so that "
+                "running the chapters in order stays a valid schedule.")
+        chapters.append(Chapter(path.stem, path, float(budget) if budget is not None else None, tuple(after)))
     return chapters
 
 
@@ -405,8 +427,65 @@ def _say(message: str) -> None:
     print(message, flush=True)
 
 
-def format_report(runs: list[ChapterRun], profile: str, notes: Iterable[str] = ()) -> str:
+def _run_isolated(chapter: Chapter, parameters: dict[str, Any], kernel_name: str | None,
+                  out: str | os.PathLike[str] | None, env: dict[str, str | None]) -> ChapterRun:
+    """:func:`run_chapter` in a worker process: a failure comes back as the run's ``error``."""
+    try:
+        return run_chapter(chapter, parameters, kernel_name=kernel_name, out_dir=out, env=env)
+    except ChapterError as err:
+        return getattr(err, "run", None) or ChapterRun(chapter, 0.0, error=str(err))
+
+
+def run_side_by_side(chapters: list[Chapter], parameters: dict[str, Any], *, jobs: int,
+                     kernel_name: str | None = None, out: str | os.PathLike[str] | None = None,
+                     env: dict[str, str | None] | None = None, echo: Any = _say) -> list[ChapterRun]:
+    """Execute chapters ``jobs`` at a time, each in its own worker process and kernel.
+
+    Chapters start in the order given (table-of-contents order), each once every chapter it
+    is ``after`` (among ``chapters``) has finished; the others it leaves alone. In place
+    (``out`` None), a failure stops new chapters from starting: the running ones finish, and
+    those not started keep their stored notebooks. With ``out`` every chapter runs.
+
+    Returns:
+        The runs in the order of ``chapters``; a failed chapter's run has its ``error``, a
+        chapter not started after a failure is missing.
+    """
+    import multiprocessing
+    from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
+
+    if jobs < 1:
+        raise ValueError(f"jobs must be 1 or more, got {jobs}.")
+    chosen = {c.name for c in chapters}
+    waiting, running, finished = list(chapters), {}, {}
+    stop = False
+    with ProcessPoolExecutor(max_workers=jobs, mp_context=multiprocessing.get_context("spawn")) as pool:
+        while running or (waiting and not stop):
+            for chapter in list(waiting):
+                if stop or len(running) >= jobs:
+                    break
+                if all(name in finished or name not in chosen for name in chapter.after):
+                    waiting.remove(chapter)
+                    echo(f"running {chapter.name} ...")
+                    running[pool.submit(_run_isolated, chapter, parameters, kernel_name, out, env or {})] = chapter
+            done, _ = wait(running, return_when=FIRST_COMPLETED)
+            for future in done:
+                run = future.result()
+                finished[running.pop(future).name] = run
+                if run.error is None:
+                    claims = f", {len(run.unsupported_claims)} unsupported claim(s)" if run.output else ""
+                    echo(f"  {run.chapter.name} done in {run.seconds:.1f} s{claims}")
+                else:
+                    echo(f"  FAILED: {run.error}")
+                    stop = stop or out is None
+    return [finished[c.name] for c in chapters if c.name in finished]
+
+
+def format_report(runs: list[ChapterRun], profile: str, notes: Iterable[str] = (), *,
+                  jobs: int = 1, wall_seconds: float | None = None) -> str:
     """A plain-text table of chapter wall times against budgets.
+
+    With ``jobs`` above 1 (chapters run side by side) a ``wall time`` line follows the total
+    (``wall_seconds``), saying that each chapter's time includes sharing the CPU.
 
     Runs into a folder (``out``) get a ``peak MB`` column (the kernel's peak resident memory)
     and a ``claims`` column: how many of the text's claims the chapter's outputs did not support. ``notes`` are appended as lines (e.g. which weights
@@ -428,6 +507,9 @@ def format_report(runs: list[ChapterRun], profile: str, notes: Iterable[str] = (
         lines.append(f"  {run.chapter.name:<{width}}  {run.seconds:8.1f}  {budget_text}{claims_text}  {status}")
     total = sum(r.seconds for r in runs)
     lines.append(f"  {'total':<{width}}  {total:8.1f}")
+    if jobs > 1 and wall_seconds is not None:
+        lines.append(f"  {'wall time':<{width}}  {wall_seconds:8.1f}  ({jobs} chapters at a time: a chapter's "
+                     "seconds include sharing the CPU; its budget is for a run alone)")
     if claims and any(r.unsupported_claims for r in runs):
         lines.append("Unsupported claims (a reader's run may differ from the stored text):")
         for run in runs:
@@ -472,6 +554,7 @@ def run_book(
     rehearse: bool = False,
     report: str | os.PathLike[str] | None = None,
     t4_estimate: bool = True,
+    jobs: int = 1,
 ) -> list[ChapterRun]:
     """Execute chapters (all, by default) with a profile; print progress and a report.
 
@@ -494,12 +577,16 @@ def run_book(
             and add the Colab T4 estimate to the report. False: only save the trainings to
             ``<out>/rehearsal-trainings.json`` (``benchmarks/colab_estimate.py`` estimates
             from it later).
+        jobs: Chapters executed at a time (:func:`run_side_by_side`); 1: one after the other.
+            Not with ``rehearse``, which tells each chapter's trainings apart by running
+            them one at a time.
 
     Returns:
         One :class:`ChapterRun` per executed chapter, in order.
 
     Raises:
-        ValueError: Unknown profile, or ``rehearse`` without ``profile="full"`` or ``out``.
+        ValueError: Unknown profile, ``rehearse`` without ``profile="full"`` or ``out`` (or
+            with ``jobs`` above 1), or ``jobs`` below 1.
         ChapterError: Unknown chapter, undeclared override, ``out`` inside the chapters'
             folder, or a failing chapter (in place: the chapters before it keep their new
             outputs, it and those after it keep their stored ones; with ``out``: raised after
@@ -511,6 +598,11 @@ def run_book(
         raise ValueError(f"--rehearse rehearses the full profile; pass --profile full (got {profile!r}).")
     if rehearse and out is None:
         raise ValueError("--rehearse needs --out DIR: a rehearsal never replaces the stored chapters.")
+    if not isinstance(jobs, int) or jobs < 1:
+        raise ValueError(f"--jobs takes a whole number of chapters at a time, 1 or more; got {jobs!r}.")
+    if rehearse and jobs > 1:
+        raise ValueError("--rehearse runs one chapter at a time (its Colab T4 estimate counts each chapter's "
+                         f"trainings); drop --jobs {jobs}.")
     chosen = select_chapters(names, list_chapters(root))
     if out is not None:
         check_out_dir(out, chosen)
@@ -546,31 +638,36 @@ def run_book(
         seen: set = set()
         estimate_error = ""
         cards = colab_estimate.snapshot_cards(paths.model_cache_dir())
-    for chapter in chosen:
-        echo(f"running {chapter.name} ...")
-        if out is None:
-            run = run_chapter(chapter, parameters, kernel_name=kernel_name)
-        else:
-            start = time.perf_counter()
-            try:
-                run = run_chapter(chapter, parameters, kernel_name=kernel_name, out_dir=out, env=env)
-            except ChapterError as err:
-                run = getattr(err, "run", None) or ChapterRun(chapter, time.perf_counter() - start, error=str(err))
-                echo(f"  FAILED: {err}")
-        if run.error is None:
-            claims = f", {len(run.unsupported_claims)} unsupported claim(s)" if run.output else ""
-            echo(f"  done in {run.seconds:.1f} s{claims}")
-        runs.append(run)
-        if rehearse:
-            after = colab_estimate.snapshot_cards(paths.model_cache_dir())
-            try:
-                trained = tuple(colab_estimate.new_trainings(cards, after, seen))
-            except colab_estimate.EstimateError as err:
-                estimate_error, trained = estimate_error or f"{chapter.name}: {err}", ()
-            records.append(colab_estimate.ChapterRecord(chapter.name, run.seconds, trained))
-            cards = after
+    clock = time.perf_counter()
+    if jobs > 1:
+        runs = run_side_by_side(chosen, parameters, jobs=jobs, kernel_name=kernel_name, out=out, env=env,
+                                echo=echo)
+    else:
+        for chapter in chosen:
+            echo(f"running {chapter.name} ...")
+            if out is None:
+                run = run_chapter(chapter, parameters, kernel_name=kernel_name)
+            else:
+                start = time.perf_counter()
+                try:
+                    run = run_chapter(chapter, parameters, kernel_name=kernel_name, out_dir=out, env=env)
+                except ChapterError as err:
+                    run = getattr(err, "run", None) or ChapterRun(chapter, time.perf_counter() - start, error=str(err))
+                    echo(f"  FAILED: {err}")
+            if run.error is None:
+                claims = f", {len(run.unsupported_claims)} unsupported claim(s)" if run.output else ""
+                echo(f"  done in {run.seconds:.1f} s{claims}")
+            runs.append(run)
+            if rehearse:
+                after = colab_estimate.snapshot_cards(paths.model_cache_dir())
+                try:
+                    trained = tuple(colab_estimate.new_trainings(cards, after, seen))
+                except colab_estimate.EstimateError as err:
+                    estimate_error, trained = estimate_error or f"{chapter.name}: {err}", ()
+                records.append(colab_estimate.ChapterRecord(chapter.name, run.seconds, trained))
+                cards = after
     label = f"{profile}, rehearsal" if rehearse else profile
-    table = format_report(runs, label, notes)
+    table = format_report(runs, label, notes, jobs=jobs, wall_seconds=time.perf_counter() - clock)
     if rehearse:
         table += "\n" + _colab_section(records, setup.data_dir, Path(out), echo, estimate_error,
                                        measure=t4_estimate)
@@ -581,5 +678,9 @@ def run_book(
         report.write_text(table + "\n", encoding="utf-8")
     failed = [r for r in runs if r.error]
     if failed:
-        raise ChapterError(f"{len(failed)} chapter(s) failed:\n" + "\n".join(r.error for r in failed))
+        ran = {r.chapter.name for r in runs}
+        skipped = [c.name for c in chosen if c.name not in ran]
+        not_run = (f"\nNot started after the failure (their stored notebooks are unchanged): {', '.join(skipped)}."
+                   if skipped else "")
+        raise ChapterError(f"{len(failed)} chapter(s) failed:\n" + "\n".join(r.error for r in failed) + not_run)
     return runs

@@ -40,6 +40,7 @@ import numpy as np
 from pneumo_lib import data, decision, evaluation, models, paths, runtime, training
 from pneumo_lib._tf import tf
 from pneumo_lib.data.splits import manifest_file
+from pneumo_lib.data.staging import one_writer
 from pneumo_lib.profiles import Profile, get_profile, profile_for_card
 
 #: Bump when the training recipe (or what its card records) changes, so cached models are retrained.
@@ -348,6 +349,25 @@ class CachedModel:
         return self.card.get("history", {})
 
 
+def finished_training(path: str | os.PathLike[str]) -> CachedModel | None:
+    """The finished run cached at ``path`` (a ``.keras`` file), or None when there is none yet.
+
+    None also for an interrupted training's checkpoint (a card without ``evaluation``). The
+    cache's trainers call this twice: before taking the entry's lock
+    (:func:`pneumo_lib.data.staging.one_writer`) and again once they hold it, so when two
+    processes ask for the same model at once (two chapters run side by side by
+    ``pneumo book run --jobs 2``, the rehearsal beside the notebooks) one trains it and the
+    other waits, then loads it.
+    """
+    path = Path(path)
+    if not (path.is_file() and training.card_path(path).is_file()):
+        return None
+    card = training.read_card(path)
+    if "evaluation" not in card:
+        return None
+    return CachedModel(training.load_model(path), path, card)
+
+
 def _shortcut_key(shortcut) -> bool | dict:
     """``shortcut`` as cache keys and cards record it: a bool, or a non-default variant's settings."""
     from pneumo_lib.data import phantom
@@ -432,12 +452,15 @@ def cached_training(
     recipe = Recipe(name, P, head, weights, weights_id, subset or "all",
                     train_backbone=arch.family == "backbone" and weights is None)
     path = cache_path(recipe, manifest, shortcut)
-    if path.is_file() and training.card_path(path).is_file() and not retrain:
-        card = training.read_card(path)
-        if "evaluation" in card:  # a finished run, not an interrupted checkpoint
-            return CachedModel(training.load_model(path), path, card)
-    card = {"shortcut": _shortcut_key(shortcut), **({"data_dir": str(folder)} if data_dir is not None else {})}
-    result, _ = fit_recipe(recipe, manifest, path, card=card, verbose=verbose)
+    cached = None if retrain else finished_training(path)
+    if cached is not None:
+        return cached
+    with one_writer(path):  # another process may be training this entry: wait, then look again
+        cached = None if retrain else finished_training(path)
+        if cached is not None:
+            return cached
+        card = {"shortcut": _shortcut_key(shortcut), **({"data_dir": str(folder)} if data_dir is not None else {})}
+        result, _ = fit_recipe(recipe, manifest, path, card=card, verbose=verbose)
     card = training.read_card(path)
     return CachedModel(decision.attach_threshold(result.model, card), path, card, trained_now=True)
 

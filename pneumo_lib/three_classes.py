@@ -43,6 +43,7 @@ from sklearn import metrics as skm
 
 from pneumo_lib import data, decision, evaluation, experiments, models, paths, runtime, training
 from pneumo_lib._tf import keras, tf
+from pneumo_lib.data.staging import one_writer
 from pneumo_lib.data.subtypes import THREE_CLASSES, ThreeClassSplit, class_weights3, three_class_split
 from pneumo_lib.profiles import Profile, get_profile, profile_for_card
 
@@ -604,11 +605,14 @@ def cached_training(name: str, profile: str | Profile = "quick", *,
     weights_id = weights if weights in (None, "imagenet") else f"file:{Path(weights).name}:{_file_hash(weights)}"
     split = three_class_split(data.ensure_dataset(P), seed=P.seed)
     path = cache_path(name, P, split, weights_id)
-    if path.is_file() and training.card_path(path).is_file() and not retrain:
-        card = training.read_card(path)
-        if "evaluation" in card:
-            return experiments.CachedModel(training.load_model(path), path, card)
-    result, _ = train_on_split(name, split, path, profile=P, weights=weights, verbose=verbose)
+    cached = None if retrain else experiments.finished_training(path)
+    if cached is not None:
+        return cached
+    with one_writer(path):  # chapters 07 and 08 run side by side both ask for it: one trains it
+        cached = None if retrain else experiments.finished_training(path)
+        if cached is not None:
+            return cached
+        result, _ = train_on_split(name, split, path, profile=P, weights=weights, verbose=verbose)
     return experiments.CachedModel(result.model, path, training.read_card(path), trained_now=True)
 
 

@@ -300,6 +300,7 @@ def cached_ensemble(name: str = "paper_cnn", profile: Any = "quick", *, seeds: S
         A list of :class:`pneumo_lib.experiments.CachedModel`, one per seed.
     """
     from pneumo_lib import data, experiments, models, training
+    from pneumo_lib.data.staging import one_writer
     from pneumo_lib.profiles import Profile, get_profile
 
     P = profile if isinstance(profile, Profile) else get_profile(profile)
@@ -321,13 +322,17 @@ def cached_ensemble(name: str = "paper_cnn", profile: Any = "quick", *, seeds: S
         member = get_profile(P, seed=seed)
         recipe = experiments.Recipe(name, member, head, None, None, "all", train_backbone=False)
         path = experiments.cache_path(recipe, manifest)
-        card = training.read_card(path) if path.is_file() else {}
-        if "evaluation" in card:
-            runs.append(experiments.CachedModel(training.load_model(path), path, card))
+        cached = experiments.finished_training(path)
+        if cached is None:
+            with one_writer(path):  # another process may be training this member: wait, look again
+                cached = experiments.finished_training(path)
+                if cached is None:
+                    result, _ = experiments.fit_recipe(
+                        recipe, manifest, path,
+                        card={"shortcut": False, "ensemble_seed": seed, "data_seed": P.seed}, verbose=verbose)
+        if cached is not None:
+            runs.append(cached)
             continue
-        result, _ = experiments.fit_recipe(
-            recipe, manifest, path, card={"shortcut": False, "ensemble_seed": seed, "data_seed": P.seed},
-            verbose=verbose)
         card = training.read_card(path)
         model = decision.attach_temperature(decision.attach_threshold(result.model, card), card)
         runs.append(experiments.CachedModel(model, path, card, trained_now=True))

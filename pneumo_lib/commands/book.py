@@ -38,6 +38,9 @@ def add_commands(subparsers: argparse._SubParsersAction) -> None:
     run.add_argument("--no-t4-estimate", dest="t4_estimate", action="store_false",
                      help="with --rehearse: skip measuring this CPU for the Colab T4 estimate (a few "
                           "minutes); the trainings are still saved for benchmarks/colab_estimate.py")
+    run.add_argument("--jobs", type=int, default=1, metavar="N",
+                     help="execute N chapters at a time (default 1), each after the chapters its metadata "
+                          "names in pneumo.after; times then include sharing the CPU (not with --rehearse)")
     run.add_argument("--strict-budget", action="store_true", help="exit 1 when a chapter is over its budget")
     run.set_defaults(handler=_run)
 
@@ -57,10 +60,13 @@ def _parse_override(text: str) -> tuple[str, object]:
 
 
 def _run(args: argparse.Namespace) -> int:
+    if args.strict_budget and args.jobs > 1:
+        raise ValueError(f"--strict-budget compares each chapter with its budget for a run alone; with --jobs "
+                         f"{args.jobs} the chapters share the CPU. Drop one of the two.")
     overrides = dict(_parse_override(item) for item in args.overrides)
     runs = book.run_book(args.chapters, profile=args.profile, overrides=overrides, root=args.root,
                          out=args.out, rehearse=args.rehearse, report=args.report,
-                         t4_estimate=args.t4_estimate)
+                         t4_estimate=args.t4_estimate, jobs=args.jobs)
     if args.strict_budget and any(r.over_budget for r in runs):
         return 1
     return 0
@@ -69,5 +75,6 @@ def _run(args: argparse.Namespace) -> int:
 def _list(args: argparse.Namespace) -> int:
     for chapter in book.list_chapters(args.root):
         budget = f"{chapter.budget_seconds:.0f} s" if chapter.budget_seconds is not None else "-"
-        print(f"{chapter.name:<32} budget {budget}")
+        after = f"  after {', '.join(chapter.after)}" if chapter.after else ""
+        print(f"{chapter.name:<32} budget {budget}{after}")
     return 0

@@ -46,10 +46,10 @@ def replace_atomically(target: str | Path) -> Iterator[Path]:
 def one_writer(target: str | Path) -> Iterator[None]:
     """Hold the lock of ``target`` (``.<name>.lock`` beside it) for the block: one writer at a time.
 
-    For folders written on first use (a phantom, a derived copy, the real sample images):
-    a second process - another notebook, the rehearsal beside the chapters - waits here,
-    and should look again inside the block whether ``target`` is now there before writing
-    it. The lock is released when the block ends or the process dies; the lock file stays
+    For what is written on first use - a phantom, a derived copy, the real sample images, a
+    model cache entry while it trains: a second process (another notebook, a chapter run
+    beside this one, the rehearsal beside the chapters) waits here, and should look again
+    inside the block whether ``target`` is now there before writing it. The lock is released when the block ends or the process dies; the lock file stays
     (empty) and is reused.
     """
     target = Path(target)
